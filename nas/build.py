@@ -1,0 +1,63 @@
+"""Config -> objects: the one place that translates a ``Config`` into constructor arguments."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .data import SearchData, build_search_data, load_dataset
+from .errors import UserError
+from .search import Searcher
+from .space import get_space
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``UserError`` if CUDA is asked for and absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device={name!r} but CUDA is not available here; use device=cpu (or auto)")
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise UserError(f"device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seeds torch, Python and NumPy; optionally asks torch for deterministic kernels."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def build_search_data_from_config(cfg: Config, device: torch.device) -> SearchData:
+    """Loads the configured training set and splits it for the search."""
+    d = cfg.data
+    images = load_dataset(d.dataset, root=d.root, train=True, download=d.download, image_size=d.image_size,
+                          synthetic_size=d.synthetic_size, synthetic_classes=d.synthetic_classes,
+                          seed=cfg.seed, num_workers=d.num_workers)
+    data_device = device if d.device_resident else torch.device("cpu")
+    data = build_search_data(images, d.split, d.batch_size, augment=d.augment, seed=cfg.seed, device=data_device)
+    return data
+
+
+def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) -> Searcher:
+    """Builds data, supernet and loop for a validated config."""
+    device = resolve_device(cfg.device)
+    space = get_space(cfg.model.space)
+    seed_everything(cfg.seed, cfg.deterministic)
+    data = build_search_data_from_config(cfg, device)
+    torch.manual_seed(cfg.seed)  # the supernet's initial weights do not depend on how the data was built
+    supernet = space.build_supernet(mode=cfg.model.mode, num_classes=data.num_classes, C=cfg.model.C,
+                                    N=cfg.model.N, in_channels=data.in_channels).to(device)
+    return Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log)

@@ -1,0 +1,47 @@
+"""The choice layer: the candidate ops of one edge (or layer), mixed by a sample row.
+
+It knows nothing about cells: it gets its input, its row of the architecture
+sample and, for hard samples, the chosen index as a Python int.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class ChoiceLayer(nn.Module):
+    """Runs the candidate ops of an edge according to one row of an ``ArchSample``.
+
+    Args:
+        ops: op name -> module, in the column order of the architecture logits.
+            An op named ``none`` must return zeros (see ``nas.ops.Zero``).
+    """
+
+    def __init__(self, ops: dict[str, nn.Module]):
+        super().__init__()
+        self.op_names = list(ops)
+        self.ops = nn.ModuleList(ops.values())
+        # Ops that contribute exactly zero to a soft mixture (and whose weight's
+        # gradient is exactly zero), so the soft modes skip them.
+        self._nonzero = [i for i, name in enumerate(self.op_names) if name != "none"]
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None = None) -> torch.Tensor:
+        """Mixes the ops.
+
+        Args:
+            x: Input ``[B, C, H, W]``.
+            weights: This edge's sample row ``[num_ops]``.
+            index: The sampled op (hard samples). When given, only that op runs.
+
+        Returns:
+            ``[B, C_out, H_out, W_out]``.
+        """
+        if index is None:  # snas / darts: every op, weighted
+            return sum(weights[i] * self.ops[i](x) for i in self._nonzero)
+        out = self.ops[index](x)
+        if not weights.requires_grad:  # the weight step: the sample is exactly one-hot
+            return out
+        # GDAS: weights[index] == 1.0 exactly, so the value is op(x); the other ops
+        # enter as scalars whose value is exactly 0 but whose gradient reaches their
+        # logits (sum(w) - w[index] has value 1 - 1 = 0 and gradient 1 for j != index).
+        return weights[index] * out + (weights.sum() - weights[index])

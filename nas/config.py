@@ -1,0 +1,243 @@
+"""Typed run configuration: YAML -> dataclasses, dotted CLI overrides, validation.
+
+Every check happens here, before any work, and a problem is a one-line
+``UserError`` naming the key (and the closest valid key for a typo).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .architecture import MODES
+from .errors import UserError
+from .gumbel import TAU_SCHEDULES
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are split and batched."""
+
+    dataset: str = "digits"       # digits | cifar10 | cifar100 | imagefolder | synthetic
+    root: str = "data"            # dataset folder (cifar*, imagefolder)
+    download: bool = False        # let torchvision fetch CIFAR into root
+    split: float = 0.5            # fraction of the training set used for weights; the rest is val
+    batch_size: int = 64
+    num_workers: int = 0          # DataLoader workers (imagefolder only)
+    augment: bool = True          # random crop (+ flip where the dataset allows it)
+    image_size: int = 32          # imagefolder resize / synthetic size
+    synthetic_size: int = 256     # images in the synthetic set
+    synthetic_classes: int = 4
+    device_resident: bool = True  # keep tensor datasets on the training device (no DataLoader)
+
+
+@dataclass
+class ModelConfig:
+    """The search space and its supernet."""
+
+    space: str = "nb201"
+    mode: str = "gdas"            # gdas | snas | darts
+    C: int = 16                   # channels of the first stage
+    N: int = 5                    # cells per stage
+
+
+@dataclass
+class SearchConfig:
+    """The bilevel search loop (GDAS defaults)."""
+
+    epochs: int = 250
+    warmup_epochs: int = 0        # epochs of weight steps only
+    bilevel: bool = True          # False: SNAS single level (weights and logits from the same batch)
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    grad_clip: float = 5.0        # max grad norm of the weights; 0 disables
+    arch_lr: float = 3e-4
+    arch_betas: list = field(default_factory=lambda: [0.5, 0.999])
+    arch_weight_decay: float = 1e-3
+    tau_schedule: str = "linear"  # linear | exponential | cosine | constant
+    tau_max: float = 10.0
+    tau_min: float = 0.1
+    eval_every: int = 1           # evaluate the derived architecture on val every K epochs (0: only at the end)
+    progress: bool = True         # progress bar when stderr is a terminal
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    seed: int = 0
+    device: str = "auto"          # auto | cpu | cuda | cuda:N
+    deterministic: bool = False   # torch.use_deterministic_algorithms (bit-exact CPU reruns)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (what ``config.yaml`` holds)."""
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Checks ``value`` against the field type ``tp``; ints are accepted for floats."""
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"config key {key!r} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config key {key!r} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"config key {key!r} must be a string, got {value!r}")
+        return value
+    if tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key {key!r} must be a list, got {value!r}")
+        return list(value)
+    return value
+
+
+def _unknown(key: str, valid: list[str]) -> UserError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], [v.rsplit(".", 1)[-1] for v in valid], n=1)
+    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+    return UserError(f"unknown config key {key!r}{hint}")
+
+
+def _merge(obj: Any, values: dict, prefix: str = "") -> None:
+    """Writes a nested dict onto a dataclass instance, checking keys and types."""
+    if not isinstance(values, dict):
+        raise UserError(f"config section {prefix.rstrip('.') or 'top level'!r} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in fields(obj)]
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise _unknown(full, [f"{prefix}{n}" for n in names])
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _coerce(full, value, hints[key]))
+
+
+def _check(cfg: Config) -> None:
+    """Range and choice checks, each naming its key."""
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise UserError(f"config key {key!r} {what}")
+    d, m, s = cfg.data, cfg.model, cfg.search
+    need(d.dataset in DATASETS, "data.dataset", f"must be one of {', '.join(DATASETS)}, got {d.dataset!r}")
+    need(0.0 < d.split < 1.0, "data.split", f"must be in (0, 1), got {d.split}")
+    need(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
+    need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+    need(d.image_size >= 4, "data.image_size", f"must be >= 4, got {d.image_size}")
+    need(d.synthetic_size >= 2, "data.synthetic_size", f"must be >= 2, got {d.synthetic_size}")
+    need(d.synthetic_classes >= 2, "data.synthetic_classes", f"must be >= 2, got {d.synthetic_classes}")
+    need(m.mode in MODES, "model.mode", f"must be one of {', '.join(MODES)}, got {m.mode!r}")
+    need(m.C >= 1, "model.C", f"must be >= 1, got {m.C}")
+    need(m.N >= 1, "model.N", f"must be >= 1, got {m.N}")
+    need(s.epochs >= 1, "search.epochs", f"must be >= 1, got {s.epochs}")
+    need(0 <= s.warmup_epochs, "search.warmup_epochs", f"must be >= 0, got {s.warmup_epochs}")
+    for key in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr", "arch_weight_decay"):
+        need(getattr(s, key) >= 0, f"search.{key}", f"must be >= 0, got {getattr(s, key)}")
+    need(s.lr_min <= s.lr, "search.lr_min", f"must be <= search.lr ({s.lr}), got {s.lr_min}")
+    need(len(s.arch_betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in s.arch_betas),
+         "search.arch_betas", f"must be two numbers in [0, 1), got {s.arch_betas}")
+    need(s.tau_schedule in TAU_SCHEDULES, "search.tau_schedule",
+         f"must be one of {', '.join(TAU_SCHEDULES)}, got {s.tau_schedule!r}")
+    need(s.tau_max > 0, "search.tau_max", f"must be > 0, got {s.tau_max}")
+    need(s.tau_min > 0, "search.tau_min", f"must be > 0, got {s.tau_min}")
+    need(s.tau_min <= s.tau_max, "search.tau_min", f"must be <= search.tau_max ({s.tau_max}), got {s.tau_min}")
+    need(s.eval_every >= 0, "search.eval_every", f"must be >= 0, got {s.eval_every}")
+    need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device",
+         f"must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Splits ``key=value``; the value is read as YAML (``5``, ``0.1``, ``true``, ``[0.5, 0.9]``)."""
+    if "=" not in text:
+        raise UserError(f"override {text!r} is not key=value (e.g. search.epochs=5)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Reads a YAML mapping; ``UserError`` for a missing file or a syntax error (with its line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} does not exist; pass --config with a YAML file (see configs/)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise UserError(f"YAML syntax error in {str(path)!r}{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read config file {str(path)!r}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def build_config(values: dict | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Builds a validated ``Config`` from a nested dict and ``key=value`` overrides."""
+    cfg = Config()
+    _merge(cfg, values or {})
+    for text in overrides:
+        key, value = parse_override(text)
+        _merge(cfg, _nest(key, value))
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Loads a YAML config file (or the defaults when ``path`` is None) and applies overrides."""
+    return build_config(read_yaml(path) if path is not None else {}, overrides)
+
+
+def diff_configs(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+    fa, fb = flat(a.to_dict()), flat(b.to_dict())
+    return sorted(k for k in fa if fa[k] != fb.get(k))

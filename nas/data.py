@@ -1,0 +1,295 @@
+"""Datasets, the search split, and a tensor loader that can live on the GPU.
+
+Every dataset becomes an ``ImageSet``: uint8 images ``[N, C, H, W]`` held in
+memory, labels, and how to normalise and augment them. ``TensorLoader`` batches
+an ``ImageSet`` on any device, doing random crop and flip on whole batches, so
+the search needs no DataLoader workers; the data order of each epoch is a pure
+function of (seed, epoch), which makes resumed runs see the same batches.
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .errors import UserError
+
+# Per-channel mean/std in [0, 1] units, as GDAS and NAS-Bench-201 use them.
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+DIGITS_TEST_SIZE = 297  # the bundled digits: 1,500 train / 297 test, fixed split
+
+
+@dataclass
+class ImageSet:
+    """Images in memory with what is needed to normalise and augment them.
+
+    Attributes:
+        images: uint8 ``[N, C, H, W]``.
+        labels: int64 ``[N]``.
+        num_classes: Number of classes.
+        mean, std: Per-channel statistics in [0, 1] units.
+        scale: Pixel value that maps to 1.0 (255 for photos, 16 for the digits).
+        pad: Random-crop padding in pixels (0: no crop).
+        flip: Random horizontal flips.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    mean: tuple
+    std: tuple
+    scale: float = 255.0
+    pad: int = 4
+    flip: bool = True
+
+    def subset(self, index: torch.Tensor) -> "ImageSet":
+        """The same set restricted to ``index``."""
+        return replace(self, images=self.images[index], labels=self.labels[index])
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_digits(train: bool = True) -> ImageSet:
+    """The bundled UCI handwritten digits (8x8, 1 channel, values 0..16; see ``datasets/DIGITS.md``).
+
+    The 1,797 images are split once, by a fixed permutation, into 1,500 for
+    training and 297 for testing.
+    """
+    raw = gzip.decompress(resources.files("nas.datasets").joinpath("digits.bin.gz").read_bytes())
+    rows = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, 65)
+    images, labels = rows[:, :64].reshape(-1, 1, 8, 8).clone(), rows[:, 64].long()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    index = order[DIGITS_TEST_SIZE:] if train else order[:DIGITS_TEST_SIZE]
+    # Statistics of the whole bundled set in [0, 1] units (pixel / 16).
+    mean = (images.float() / 16).mean().item()
+    std = (images.float() / 16).std().item()
+    # Digits are not mirror-symmetric: shift by up to one pixel, never flip.
+    return ImageSet(images[index], labels[index], 10, (mean,), (std,), scale=16.0, pad=1, flip=False)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Reads CIFAR's python pickles without running code: only numpy arrays and builtins."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+
+
+def _read_cifar_batch(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return _ArrayUnpickler(f, encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise UserError(f"cannot read CIFAR file {str(path)!r} ({e}); delete it and set data.download=true") from None
+
+
+def load_cifar(name: str, root: str | Path, train: bool = True, download: bool = False) -> ImageSet:
+    """CIFAR-10 or CIFAR-100 from torchvision's python-pickle folder under ``root``.
+
+    Args:
+        name: ``cifar10`` or ``cifar100``.
+        root: Folder holding ``cifar-10-batches-py`` / ``cifar-100-python``.
+        train: The 50k training set, else the 10k test set.
+        download: Fetch the archive with torchvision first (needs internet).
+    """
+    root = Path(root)
+    if name == "cifar10":
+        folder, files = root / "cifar-10-batches-py", ([f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"])
+        label_key, num_classes, mean, std, title = "labels", 10, CIFAR10_MEAN, CIFAR10_STD, "CIFAR-10"
+    elif name == "cifar100":
+        folder, files = root / "cifar-100-python", (["train"] if train else ["test"])
+        label_key, num_classes, mean, std, title = "fine_labels", 100, CIFAR100_MEAN, CIFAR100_STD, "CIFAR-100"
+    else:
+        raise ValueError(f"unknown CIFAR variant {name!r}")
+    if download and not all((folder / f).is_file() for f in files):
+        import torchvision  # the real download: archive, checksum and extraction are torchvision's
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        try:
+            cls(str(root), train=train, download=True)
+        except Exception as e:  # network or disk errors: one line, not a traceback
+            raise UserError(f"could not download {title} into {str(root)!r}: {e}") from None
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise UserError(f"{title} not found: looked for {str(folder / missing[0])!r}; set data.download=true "
+                        f"to fetch it (needs internet), or data.root=DIR for a folder holding {folder.name}/")
+    batches = [_read_cifar_batch(folder / f) for f in files]
+    data = torch.cat([torch.as_tensor(b["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32) for b in batches])
+    labels = torch.cat([torch.as_tensor(b[label_key], dtype=torch.long) for b in batches])
+    return ImageSet(data, labels, num_classes, mean, std)
+
+
+def load_imagefolder(root: str | Path, image_size: int = 32, train: bool = True, num_workers: int = 0) -> ImageSet:
+    """An ImageFolder tree (``root/<class>/<image>``), resized to ``image_size`` and held in memory.
+
+    ``root/train`` and ``root/val`` (or ``root/test``) are used when present;
+    otherwise ``root`` itself is the training set.
+    """
+    import torchvision
+    from torchvision import transforms
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"image folder {str(root)!r} does not exist; set data.root to a folder of class subfolders")
+    folder = root
+    if (root / "train").is_dir():
+        folder = root / "train" if train else next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
+        if folder is None:
+            raise UserError(f"{str(root)!r} has train/ but no val/ or test/ folder for evaluation")
+    tf = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.PILToTensor()])
+    try:
+        ds = torchvision.datasets.ImageFolder(str(folder), transform=tf)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise UserError(f"no images found in {str(folder)!r} ({e}); expected {folder}/<class>/<image>.png") from None
+    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=num_workers)
+    images, labels = zip(*loader)
+    return ImageSet(torch.cat(images), torch.cat(labels), len(ds.classes), IMAGENET_MEAN, IMAGENET_STD,
+                    pad=image_size // 8)
+
+
+def make_synthetic(size: int = 256, num_classes: int = 4, image_size: int = 16, channels: int = 3,
+                   seed: int = 0, train: bool = True) -> ImageSet:
+    """A small learnable set for tests: one random smooth template per class plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.nn.functional.interpolate(
+        torch.rand(num_classes, channels, 4, 4, generator=g), size=(image_size, image_size), mode="bilinear")
+    g.manual_seed(seed + (1 if train else 2))
+    labels = torch.randint(num_classes, (size,), generator=g)
+    images = templates[labels] + 0.25 * torch.randn(size, channels, image_size, image_size, generator=g)
+    images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    return ImageSet(images, labels, num_classes, (0.5,) * channels, (0.25,) * channels, pad=image_size // 8)
+
+
+def load_dataset(name: str, root: str | Path = "data", train: bool = True, download: bool = False,
+                 image_size: int = 32, synthetic_size: int = 256, synthetic_classes: int = 4,
+                 seed: int = 0, num_workers: int = 0) -> ImageSet:
+    """Loads a dataset by name: ``digits``, ``cifar10``, ``cifar100``, ``imagefolder`` or ``synthetic``."""
+    if name == "digits":
+        return load_digits(train)
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(name, root, train, download)
+    if name == "imagefolder":
+        return load_imagefolder(root, image_size, train, num_workers)
+    if name == "synthetic":
+        return make_synthetic(synthetic_size, synthetic_classes, image_size, seed=seed, train=train)
+    raise UserError(f"unknown dataset {name!r}; choose from digits, cifar10, cifar100, imagefolder, synthetic")
+
+
+# --------------------------------------------------------------------------- batching
+
+class TensorLoader:
+    """Batches an ``ImageSet`` on its device, with batched random crop and flip.
+
+    Args:
+        data: The images (moved to ``device``).
+        batch_size: Images per batch.
+        shuffle: Reshuffle every epoch.
+        augment: Random crop (``data.pad``) and flip (``data.flip``).
+        drop_last: Drop the last incomplete batch.
+        seed: Base seed; epoch ``e`` draws its order and augmentation from ``seed``
+            and ``e`` alone.
+        device: Where the batches live.
+    """
+
+    def __init__(self, data: ImageSet, batch_size: int, shuffle: bool = True, augment: bool = True,
+                 drop_last: bool = True, seed: int = 0, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.images = data.images.to(self.device)
+        self.labels = data.labels.to(self.device)
+        self.batch_size = batch_size
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last and len(data) > batch_size, seed
+        self.pad = data.pad if augment else 0
+        self.flip = data.flip and augment
+        shape = (1, -1, 1, 1)
+        self.mean = (torch.tensor(data.mean) * data.scale).view(shape).to(self.device)
+        self.inv_std = 1.0 / (torch.tensor(data.std) * data.scale).view(shape).to(self.device)
+
+    def __len__(self) -> int:
+        n = self.labels.numel()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int, repeat: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yields ``(images [B, C, H, W] float32 normalised, labels [B])`` for one pass.
+
+        The order and augmentation depend on ``(seed, epoch, repeat)`` only.
+        """
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_009 + repeat)
+        n = self.labels.numel()
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for b in range(len(self)):
+            index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self._transform(self.images[index], g), self.labels[index]
+
+    def cycle(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless batches: pass 0 of ``epoch``, then pass 1, ... (for the arch steps' val batches)."""
+        repeat = 0
+        while True:
+            yield from self.epoch(epoch, repeat)
+            repeat += 1
+
+    def _transform(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        B, C, H, W = x.shape
+        if self.pad:
+            # Random crop with zero padding: pick each image's window [oy:oy+H, ox:ox+W].
+            p = self.pad
+            x = torch.nn.functional.pad(x, (p, p, p, p))
+            oy, ox = (torch.randint(2 * p + 1, (2, B), generator=g)).to(self.device)
+            rows = (oy[:, None] + torch.arange(H, device=self.device))[:, None, :, None]  # [B, 1, H, 1]
+            cols = (ox[:, None] + torch.arange(W, device=self.device))[:, None, None, :]  # [B, 1, 1, W]
+            x = x[torch.arange(B, device=self.device)[:, None, None, None],
+                  torch.arange(C, device=self.device)[None, :, None, None], rows, cols]
+        if self.flip:
+            mirror = (torch.rand(B, generator=g) < 0.5).to(self.device).view(B, 1, 1, 1)
+            x = torch.where(mirror, x.flip(3), x)
+        return (x.float() - self.mean) * self.inv_std
+
+
+@dataclass
+class SearchData:
+    """What the search loop reads: weight-step batches, arch-step batches, and an eval pass over val."""
+
+    train: TensorLoader
+    val: TensorLoader
+    val_eval: TensorLoader
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random split of ``range(n)`` into ``fraction`` and the rest."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = int(round(n * fraction))
+    if not 0 < k < n:
+        raise UserError(f"data.split={fraction} leaves an empty part of a {n}-image training set")
+    return order[:k], order[k:]
+
+
+def build_search_data(data: ImageSet, split: float, batch_size: int, augment: bool = True, seed: int = 0,
+                      device: torch.device | str = "cpu") -> SearchData:
+    """Splits the training set into weight and architecture halves and wraps each in a loader."""
+    train_idx, val_idx = split_indices(len(data), split, seed)
+    train_set, val_set = data.subset(train_idx), data.subset(val_idx)
+    return SearchData(
+        train=TensorLoader(train_set, batch_size, shuffle=True, augment=augment, seed=seed, device=device),
+        # Arch steps see the val images with the training transform, as GDAS does.
+        val=TensorLoader(val_set, batch_size, shuffle=True, augment=augment, seed=seed + 1, device=device),
+        val_eval=TensorLoader(val_set, max(batch_size, 256), shuffle=False, augment=False, drop_last=False,
+                              device=device),
+        num_classes=data.num_classes, in_channels=data.images.shape[1], image_size=data.images.shape[-1])

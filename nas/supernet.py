@@ -1,0 +1,55 @@
+"""The supernet base class: an architecture plus the weights its samples route through.
+
+A space's supernet subclasses ``Supernet`` and implements ``forward_sample``.
+The search loop sees a supernet only through ``arch_parameters()``,
+``weight_parameters()``, ``forward`` and ``architecture``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .architecture import MODES, Architecture, ArchSample
+
+
+class Supernet(nn.Module):
+    """Base class of every search supernet.
+
+    Args:
+        architecture: The module holding the logits.
+        mode: ``gdas``, ``snas`` or ``darts``.
+    """
+
+    def __init__(self, architecture: Architecture, mode: str = "gdas"):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        self.architecture = architecture
+        self.mode = mode
+        self.tau = 1.0
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture logits (for the arch optimizer only)."""
+        return list(self.architecture.parameters())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that is not an architecture logit (for the weight optimizer)."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, num_classes]`` for images ``[B, C, H, W]``.
+
+        In training mode each call draws one fresh sample for the whole network;
+        in eval mode it runs the derived (argmax) architecture for ``gdas`` and
+        the softmax-weighted supernet for ``snas``/``darts``.
+        """
+        if self.training:
+            sample = self.architecture.sample(self.mode, self.tau)
+        else:
+            sample = self.architecture.derive(self.mode)
+        return self.forward_sample(x, sample)
+
+    def forward_sample(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
+        """Runs the network under a given sample; implemented by each space."""
+        raise NotImplementedError

@@ -1,0 +1,217 @@
+"""The NAS-Bench-201 cell space (Dong & Yang, ICLR 2020), exactly as the benchmark defines it.
+
+A cell is a DAG of 4 nodes; each of its 6 edges (j -> i for j < i) carries one
+of 5 ops, and the cell outputs node 3. The macro network is
+stem -> N cells (C) -> residual reduction -> N cells (2C) -> residual
+reduction -> N cells (4C) -> BN -> ReLU -> global pool -> linear.
+One logit table ``cell`` [6, 5] is shared by every cell.
+
+Arch string, edges in logit row order (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2):
+``|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|``
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from nas.architecture import Architecture, ArchSample
+from nas.choice import ChoiceLayer
+from nas.errors import UserError
+from nas.ops import Pooling, ReLUConvBN, ResNetBasicBlock, Zero
+from nas.space import SearchSpace, register_space
+from nas.supernet import Supernet
+
+OP_NAMES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+# op name -> builder(C_in, C_out, stride, affine, track_running_stats). Cells use stride 1, C_in == C_out.
+OPS: dict[str, Callable[..., nn.Module]] = {
+    "none": lambda C_in, C_out, stride, affine, track: Zero(C_in, C_out, stride),
+    "skip_connect": lambda C_in, C_out, stride, affine, track: nn.Identity(),
+    "nor_conv_1x1": lambda C_in, C_out, stride, affine, track: ReLUConvBN(
+        C_in, C_out, 1, stride, 0, affine=affine, track_running_stats=track),
+    "nor_conv_3x3": lambda C_in, C_out, stride, affine, track: ReLUConvBN(
+        C_in, C_out, 3, stride, 1, affine=affine, track_running_stats=track),
+    "avg_pool_3x3": lambda C_in, C_out, stride, affine, track: Pooling(
+        C_in, C_out, stride, "avg", affine=affine, track_running_stats=track),
+}
+
+NUM_NODES = 4
+EDGES = [(i, j) for i in range(1, NUM_NODES) for j in range(i)]  # (to, from), logit row order
+_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+@dataclass(frozen=True)
+class NB201Genotype:
+    """An NB201 cell: ``nodes[i - 1]`` lists the ``(op, input_node)`` pairs feeding node i."""
+
+    nodes: tuple[tuple[tuple[str, int], ...], ...]
+
+    def format(self) -> str:
+        """The benchmark's arch string."""
+        return "|" + "|+|".join("|".join(f"{op}~{j}" for op, j in node) for node in self.nodes) + "|"
+
+    @classmethod
+    def parse(cls, text: str) -> "NB201Genotype":
+        """Parses an arch string; ``UserError`` says what is wrong and shows the expected form."""
+        text = str(text).strip()
+        def bad(why: str) -> UserError:
+            return UserError(f"malformed NB201 arch string {text!r}: {why}; expected e.g. {_EXAMPLE!r}")
+        if not re.fullmatch(r"\|.*\|", text):
+            raise bad("it must start and end with '|'")
+        node_texts = text[1:-1].split("|+|")
+        if len(node_texts) != NUM_NODES - 1:
+            raise bad(f"found {len(node_texts)} nodes separated by '+', expected {NUM_NODES - 1}")
+        nodes = []
+        for i, node_text in enumerate(node_texts, start=1):
+            pairs = []
+            for item in node_text.split("|"):
+                m = re.fullmatch(r"([a-z0-9_]+)~(\d+)", item)
+                if not m:
+                    raise bad(f"edge {item!r} of node {i} is not 'op~input'")
+                op, j = m.group(1), int(m.group(2))
+                if op not in OP_NAMES:
+                    raise bad(f"unknown op {op!r} (NB201 ops: {', '.join(OP_NAMES)})")
+                pairs.append((op, j))
+            if sorted(j for _, j in pairs) != list(range(i)):
+                raise bad(f"node {i} must take inputs 0..{i - 1} once each, got {[j for _, j in pairs]}")
+            nodes.append(tuple(sorted(pairs, key=lambda p: p[1])))
+        return cls(tuple(nodes))
+
+    def edge_ops(self) -> list[str]:
+        """The op of each edge in logit row order."""
+        ops = {(i, j): op for i, node in enumerate(self.nodes, start=1) for op, j in node}
+        return [ops[e] for e in EDGES]
+
+
+def _macro(C: int, N: int, in_channels: int, make_cell: Callable[[int], nn.Module], track: bool = True):
+    """Stem, cell stack and head shared by the supernet and the discrete network.
+
+    ``track=False`` (the supernet) makes every BN normalise with batch statistics,
+    in eval mode too: running averages over many sampled architectures describe
+    none of them, so evaluating a derived architecture with them is meaningless.
+    """
+    stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(C, track_running_stats=track))
+    channels = [C] * N + [2 * C] + [2 * C] * N + [4 * C] + [4 * C] * N
+    reductions = [False] * N + [True] + [False] * N + [True] + [False] * N
+    cells, C_prev = nn.ModuleList(), C
+    for C_curr, reduction in zip(channels, reductions):
+        cells.append(ResNetBasicBlock(C_prev, C_curr, 2, track_running_stats=track) if reduction else make_cell(C_curr))
+        C_prev = C_curr
+    head = nn.Sequential(nn.BatchNorm2d(C_prev, track_running_stats=track), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return stem, cells, head, C_prev
+
+
+class NB201SearchCell(nn.Module):
+    """A cell with a choice layer on every edge (BN without affine or running stats)."""
+
+    def __init__(self, C: int, op_names=OP_NAMES):
+        super().__init__()
+        self.edges = nn.ModuleList(
+            ChoiceLayer({name: OPS[name](C, C, 1, False, False) for name in op_names}) for _ in EDGES)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, indices: list[int] | None) -> torch.Tensor:
+        # x: [B, C, H, W]; weights: [6, num_ops]; indices: 6 ints or None.
+        nodes = [x]
+        for i in range(1, NUM_NODES):
+            nodes.append(sum(self.edges[e](nodes[j], weights[e], None if indices is None else indices[e])
+                             for e, (to, j) in enumerate(EDGES) if to == i))
+        return nodes[-1]
+
+
+class NB201Cell(nn.Module):
+    """The discrete cell of a genotype (BN with affine and running stats)."""
+
+    def __init__(self, C: int, genotype: NB201Genotype):
+        super().__init__()
+        self.edges = nn.ModuleList(OPS[op](C, C, 1, True, True) for op in genotype.edge_ops())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for i in range(1, NUM_NODES):
+            nodes.append(sum(self.edges[e](nodes[j]) for e, (to, j) in enumerate(EDGES) if to == i))
+        return nodes[-1]
+
+
+class NB201Supernet(Supernet):
+    """The NB201 search supernet (GDAS's ``TinyNetworkGDAS`` layout)."""
+
+    def __init__(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 5,
+                 in_channels: int = 3, op_names=OP_NAMES):
+        super().__init__(Architecture({"cell": (len(EDGES), len(op_names))}, list(op_names)), mode)
+        self.stem, self.cells, self.head, C_out = _macro(
+            C, N, in_channels, lambda c: NB201SearchCell(c, op_names), track=False)
+        self.classifier = nn.Linear(C_out, num_classes)
+
+    def forward_sample(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
+        # x: [B, in_channels, H, W] -> logits [B, num_classes]
+        weights = sample.weights["cell"]  # [6, num_ops]
+        indices = None if sample.indices is None else sample.indices["cell"]
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x, weights, indices) if isinstance(cell, NB201SearchCell) else cell(x)
+        return self.classifier(self.head(x))
+
+
+class NB201Network(nn.Module):
+    """The discrete NB201 network of a genotype, as the benchmark trains it."""
+
+    def __init__(self, genotype: NB201Genotype, num_classes: int = 10, C: int = 16, N: int = 5,
+                 in_channels: int = 3):
+        super().__init__()
+        self.genotype = genotype
+        self.stem, self.cells, self.head, C_out = _macro(C, N, in_channels, lambda c: NB201Cell(c, genotype))
+        self.classifier = nn.Linear(C_out, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x)
+        return self.classifier(self.head(x))
+
+
+class NB201Space(SearchSpace):
+    """NAS-Bench-201: 6 edges x 5 ops, 15,625 cells."""
+
+    name = "nb201"
+    op_names = OP_NAMES
+
+    def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 5,
+                       in_channels: int = 3) -> NB201Supernet:
+        return NB201Supernet(mode=mode, num_classes=num_classes, C=C, N=N, in_channels=in_channels)
+
+    def build_network(self, genotype, num_classes: int = 10, C: int = 16, N: int = 5,
+                      in_channels: int = 3) -> NB201Network:
+        if isinstance(genotype, str):
+            genotype = self.parse(genotype)
+        return NB201Network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels)
+
+    def derive_genotype(self, probabilities: dict[str, torch.Tensor]) -> NB201Genotype:
+        # GDAS / NB201 rule: the argmax op of every edge, `none` included.
+        best = probabilities["cell"].argmax(dim=-1).tolist()
+        return self._from_edge_ops([self.op_names[k] for k in best])
+
+    def parse(self, text: str) -> NB201Genotype:
+        return NB201Genotype.parse(text)
+
+    def format(self, genotype: NB201Genotype) -> str:
+        return genotype.format()
+
+    def edge_names(self) -> dict[str, list[str]]:
+        return {"cell": [f"{i}<-{j}" for i, j in EDGES]}
+
+    def random_genotype(self, generator: torch.Generator | None = None) -> NB201Genotype:
+        picks = torch.randint(len(self.op_names), (len(EDGES),), generator=generator).tolist()
+        return self._from_edge_ops([self.op_names[k] for k in picks])
+
+    @staticmethod
+    def _from_edge_ops(ops: list[str]) -> NB201Genotype:
+        nodes = [tuple((op, j) for (to, j), op in zip(EDGES, ops) if to == i) for i in range(1, NUM_NODES)]
+        return NB201Genotype(tuple(nodes))
+
+
+register_space(NB201Space())
