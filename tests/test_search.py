@@ -1,0 +1,118 @@
+"""The search loop: resume, warm-up, single level, and the quickstart end to end."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import search_spaces  # noqa: F401
+from nas.build import build_searcher
+from nas.config import build_config
+from nas.genotype import load_genotype
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = ["data.dataset=synthetic", "data.synthetic_size=96", "data.image_size=8", "data.batch_size=16",
+        "model.C=4", "model.N=1", "search.epochs=4", "search.arch_lr=0.01", "seed=3", "deterministic=true"]
+
+
+def tiny(*extra):
+    return build_config({}, TINY + list(extra))
+
+
+def strip_times(history):
+    return [{k: v for k, v in m.items() if k != "epoch_time"} for m in history]
+
+
+@pytest.mark.parametrize("mode", ["gdas", "snas"])
+def test_resumed_run_ends_where_an_uninterrupted_run_does(tmp_path, mode):
+    cfg = tiny(f"model.mode={mode}", "search.warmup_epochs=1")
+    full = build_searcher(cfg, tmp_path / "full", log=lambda s: None)
+    (tmp_path / "full").mkdir()
+    full.run()
+
+    (tmp_path / "cut").mkdir()
+    first = build_searcher(cfg, tmp_path / "cut", log=lambda s: None)
+    first.run(until_epoch=2)
+    torch.manual_seed(12345)  # whatever the process did in between must not matter
+    torch.randn(100)
+    second = build_searcher(cfg, tmp_path / "cut", log=lambda s: None)
+    second.resume(tmp_path / "cut" / "checkpoint.pt")
+    assert second.epoch == 2
+    second.run()
+
+    a, b = full.supernet.state_dict(), second.supernet.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert strip_times(full.history) == strip_times(second.history)
+    lines = [json.loads(l) for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert strip_times(lines) == strip_times(full.history)
+    assert (tmp_path / "full" / "genotype.yaml").read_text() == (tmp_path / "cut" / "genotype.yaml").read_text()
+
+
+def test_warmup_epochs_leave_logits_untouched(tmp_path):
+    searcher = build_searcher(tiny("search.warmup_epochs=2"), log=lambda s: None)
+    start = searcher.supernet.architecture.logits["cell"].detach().clone()
+    searcher.run(until_epoch=2)
+    assert torch.equal(searcher.supernet.architecture.logits["cell"], start)
+    assert "arch_acc" not in searcher.history[-1]
+    searcher.run(until_epoch=3)
+    assert not torch.equal(searcher.supernet.architecture.logits["cell"], start)
+
+
+def test_single_level_updates_weights_and_logits_from_train_batches(tmp_path):
+    searcher = build_searcher(tiny("model.mode=snas", "search.bilevel=false"), log=lambda s: None)
+    start = searcher.supernet.architecture.logits["cell"].detach().clone()
+    searcher.run(until_epoch=1)
+    m = searcher.history[-1]
+    assert "arch_loss" not in m  # no separate arch steps on val batches
+    assert not torch.equal(searcher.supernet.architecture.logits["cell"], start)
+
+
+def test_same_seed_same_search_other_seed_other_search():
+    a = build_searcher(tiny(), log=lambda s: None)
+    a.run(until_epoch=2)
+    b = build_searcher(tiny(), log=lambda s: None)
+    b.run(until_epoch=2)
+    c = build_searcher(tiny("seed=4"), log=lambda s: None)
+    c.run(until_epoch=2)
+    la, lb, lc = (s.supernet.architecture.logits["cell"] for s in (a, b, c))
+    assert torch.equal(la, lb) and not torch.equal(la, lc)
+
+
+def test_weight_optimizer_never_holds_the_logits():
+    searcher = build_searcher(tiny(), log=lambda s: None)
+    logits = {id(p) for p in searcher.supernet.arch_parameters()}
+    in_weight_opt = {id(p) for g in searcher.weight_opt.param_groups for p in g["params"]}
+    in_arch_opt = {id(p) for g in searcher.arch_opt.param_groups for p in g["params"]}
+    assert not (logits & in_weight_opt) and in_arch_opt == logits
+
+
+def test_metrics_record_probabilities_entropy_and_genotype():
+    searcher = build_searcher(tiny(), log=lambda s: None)
+    m = searcher.run(until_epoch=1)
+    probs = torch.tensor(m["probabilities"]["cell"])
+    assert probs.shape == (6, 5) and torch.allclose(probs.sum(-1), torch.ones(6), atol=1e-4)
+    entropy = torch.tensor(m["entropy"]["cell"])
+    assert ((entropy > 0) & (entropy <= torch.log(torch.tensor(5.0)) + 1e-5)).all()
+    assert search_spaces.get("nb201").parse(m["genotype"])
+    assert m["tau"] == pytest.approx(10.0)
+
+
+@pytest.mark.slow
+def test_quickstart_reaches_90_percent_and_writes_a_valid_genotype(tmp_path):
+    """The README's default run, as a user runs it (bundled digits, offline, CPU)."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "train_search.py", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0, proc.stderr
+    final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["epoch"] == 100
+    assert final["val_acc"] >= 90.0, final["val_acc"]
+    space, genotype = load_genotype(out / "genotype.yaml")
+    assert space.name == "nb201" and space.format(genotype) == final["genotype"]
+    assert f"derived genotype: {final['genotype']}" in proc.stdout
