@@ -207,7 +207,8 @@ class Searcher:
             parts.append(f"arch {m['arch_loss']:.3f} / {m['arch_acc']:5.1f}%")
         if "val_acc" in m:
             parts.append(f"val {m['val_loss']:.3f} / {m['val_acc']:5.1f}%")
-        parts.append(f"{m['epoch_time']:.1f}s")
+        mean_entropy = sum(sum(e) for e in m["entropy"].values()) / sum(len(e) for e in m["entropy"].values())
+        parts += [f"entropy {mean_entropy:.3f}", f"{m['epoch_time']:.1f}s"]
         self.log("  ".join(parts) + f"\n    {m['genotype']}")
 
     # ----------------------------------------------------------------- state

@@ -44,6 +44,10 @@ class SearchSpace:
         """group -> a readable name per edge, in logit row order (for logs and plots)."""
         raise NotImplementedError
 
+    def cell_graphs(self, genotype: Any) -> dict[str, list[tuple[str, str, str]]]:
+        """cell kind -> ``(from_node, to_node, op)`` edges of the derived cell, ``none`` left out (for diagrams)."""
+        raise NotImplementedError
+
     def random_genotype(self, generator: torch.Generator | None = None) -> Any:
         """A genotype drawn uniformly from the space."""
         raise NotImplementedError

@@ -204,6 +204,9 @@ class NB201Space(SearchSpace):
     def edge_names(self) -> dict[str, list[str]]:
         return {"cell": [f"{i}<-{j}" for i, j in EDGES]}
 
+    def cell_graphs(self, genotype: NB201Genotype) -> dict[str, list[tuple[str, str, str]]]:
+        return {"cell": [(str(j), str(i), op) for (i, j), op in zip(EDGES, genotype.edge_ops()) if op != "none"]}
+
     def random_genotype(self, generator: torch.Generator | None = None) -> NB201Genotype:
         picks = torch.randint(len(self.op_names), (len(EDGES),), generator=generator).tolist()
         return self._from_edge_ops([self.op_names[k] for k in picks])
