@@ -6,6 +6,7 @@ genotype.yaml. Any bad input is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.checkpoint import atomic_write
     from nas.config import build_config, diff_configs, load_config, read_yaml
     from nas.errors import UserError
-    from nas.search import CHECKPOINT, GENOTYPE
+    from nas.search import CHECKPOINT, GENOTYPE, SearchDiverged, SearchInterrupted
 
     if args.resume:
         out = Path(args.resume)
@@ -51,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{str(out)!r} is not a run directory (no config.yaml); pass the --out of an earlier run")
         if args.out and Path(args.out) != out:
             raise UserError("--out and --resume name different directories; --resume continues in place")
-        cfg = build_config(read_yaml(out / "config.yaml"))
+        saved = read_yaml(out / "config.yaml")
+        cfg = build_config(saved)
         if args.config or args.overrides:
-            given = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+            given = load_config(args.config, args.overrides) if args.config else build_config(saved, args.overrides)
             changed = diff_configs(cfg, given)
             if changed:
                 raise UserError(f"--resume {out} was run with a different config ({', '.join(changed)} differ); "
@@ -74,9 +76,14 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UserError(f"cannot write to output directory {str(out)!r}: {e.strerror}; choose another --out") from None
     searcher.out_dir = out
-    if args.resume:
+    if args.resume and (out / CHECKPOINT).exists():
         searcher.resume(out / CHECKPOINT)
-        print(f"resumed {out} after epoch {searcher.epoch}/{cfg.search.epochs}")
+        if searcher.epoch >= cfg.search.epochs:
+            print(f"{out} already finished all {cfg.search.epochs} epochs")
+        else:
+            print(f"resumed {out} at epoch {searcher.epoch + 1}, step {searcher.step}")
+    elif args.resume:
+        print(f"{out} has no checkpoint yet (stopped before its first one): starting it from the beginning")
     else:
         text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         atomic_write(out / "config.yaml", lambda f: f.write(text), mode="w")
@@ -85,7 +92,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"search space {cfg.model.space} ({cfg.model.mode}), {cfg.data.dataset}: "
           f"{sum(p.numel() for p in s.weight_parameters()):,} weights, "
           f"{sum(p.numel() for p in s.arch_parameters())} logits, device {next(s.parameters()).device}, run dir {out}")
-    final = searcher.run()
+    handlers = {sig: signal.signal(sig, lambda signum, frame: searcher.request_stop(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        final = searcher.run()
+    except SearchInterrupted as e:
+        print(f"{e}; checkpoint written to {out / CHECKPOINT}", file=sys.stderr)
+        print(f"resume with: python train_search.py --resume {out}", file=sys.stderr)
+        return 128 + e.signum
+    except SearchDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     if final:
         print(f"derived genotype: {final['genotype']}")
         if "val_acc" in final:

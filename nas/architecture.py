@@ -34,6 +34,10 @@ class ArchSample:
     weights: dict[str, torch.Tensor]
     indices: dict[str, list[int]] | None = None
 
+    def detach(self) -> "ArchSample":
+        """The same sample cut from the logits' graph (for steps that must not train them)."""
+        return ArchSample({g: w.detach() for g, w in self.weights.items()}, self.indices)
+
 
 class Architecture(nn.Module):
     """Holds the architecture logits and draws samples from them.
@@ -74,17 +78,38 @@ class Architecture(nn.Module):
             mode: ``gdas`` (hard straight-through), ``snas`` (relaxed) or ``darts`` (softmax).
             tau: Gumbel-softmax temperature (unused by ``darts``).
         """
+        return self.sample_many(mode, tau, 1)[0][0]
+
+    def sample_many(self, mode: str, tau: float, count: int, carry: torch.Tensor | None = None):
+        """Draws ``count`` independent samples with a single device-to-host transfer.
+
+        The search loop draws the weight step's and the arch step's samples
+        together (the logits do not change in between), and ``carry`` lets it
+        bring a small int tensor (a non-finite flag) to the host in the same
+        transfer, so an iteration costs one synchronisation.
+
+        Returns:
+            ``(samples, carried)``: a list of ``ArchSample`` and ``carry`` as a
+            list of ints (None when no ``carry`` was given).
+        """
         if mode == "darts":
-            return ArchSample({g: torch.softmax(l.float(), dim=-1) for g, l in self.logits.items()})
+            samples = [ArchSample({g: torch.softmax(l.float(), dim=-1) for g, l in self.logits.items()})
+                       for _ in range(count)]
+            return samples, (None if carry is None else carry.reshape(-1).tolist())
         generator = self._generator()
-        weights, indices = {}, {}
-        for group, logits in self.logits.items():
-            soft, hard, index = gumbel_softmax_sample(logits, tau=tau, generator=generator)
-            weights[group] = hard if mode == "gdas" else soft
-            indices[group] = index
+        drawn, indices = [], []
+        for _ in range(count):
+            weights, index = {}, {}
+            for group, logits in self.logits.items():
+                soft, hard, idx = gumbel_softmax_sample(logits, tau=tau, generator=generator)
+                weights[group] = hard if mode == "gdas" else soft
+                index[group] = idx
+            drawn.append(weights)
+            indices.append(index)
         if mode != "gdas":
-            return ArchSample(weights)
-        return ArchSample(weights, self._to_host(indices))
+            return [ArchSample(w) for w in drawn], (None if carry is None else carry.reshape(-1).tolist())
+        host, carried = self._to_host(indices, carry)
+        return [ArchSample(w, h) for w, h in zip(drawn, host)], carried
 
     def derive(self, mode: str = "gdas") -> ArchSample:
         """The deterministic architecture: argmax one-hot for ``gdas``, softmax for the soft modes."""
@@ -95,17 +120,24 @@ class Architecture(nn.Module):
             index = logits.detach().argmax(dim=-1)
             weights[group] = torch.zeros_like(logits, dtype=torch.float32).scatter_(-1, index[:, None], 1.0)
             indices[group] = index
-        return ArchSample(weights, self._to_host(indices))
+        host, _ = self._to_host([indices])
+        return ArchSample(weights, host[0])
 
     @staticmethod
-    def _to_host(indices: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-        # One device-to-host transfer for every edge of every group.
-        flat = torch.cat([i.reshape(-1) for i in indices.values()]).tolist()
-        out, start = {}, 0
-        for group, index in indices.items():
-            out[group] = flat[start:start + index.numel()]
-            start += index.numel()
-        return out
+    def _to_host(indices: list[dict[str, torch.Tensor]], carry: torch.Tensor | None = None):
+        # One device-to-host transfer for every edge of every group of every sample (and the carry).
+        parts = [i.reshape(-1) for sample in indices for i in sample.values()]
+        if carry is not None:
+            parts.append(carry.reshape(-1).to(parts[0].dtype))
+        flat = torch.cat(parts).tolist()
+        out, start = [], 0
+        for sample in indices:
+            host = {}
+            for group, index in sample.items():
+                host[group] = flat[start:start + index.numel()]
+                start += index.numel()
+            out.append(host)
+        return out, (flat[start:] if carry is not None else None)
 
     @torch.no_grad()
     def probabilities(self) -> dict[str, torch.Tensor]:

@@ -68,6 +68,8 @@ class SearchConfig:
     tau_max: float = 10.0
     tau_min: float = 0.1
     eval_every: int = 1           # evaluate the derived architecture on val every K epochs (0: only at the end)
+    checkpoint_every: int = 0     # also checkpoint every K steps inside an epoch (0: at epoch ends only)
+    on_nonfinite: str = "stop"    # stop | skip: what a non-finite loss or gradient does
     progress: bool = True         # progress bar when stderr is a terminal
 
 
@@ -168,6 +170,8 @@ def _check(cfg: Config) -> None:
     need(s.tau_max > 0, "search.tau_max", f"must be > 0, got {s.tau_max}")
     need(s.tau_min > 0, "search.tau_min", f"must be > 0, got {s.tau_min}")
     need(s.tau_min <= s.tau_max, "search.tau_min", f"must be <= search.tau_max ({s.tau_max}), got {s.tau_min}")
+    need(s.checkpoint_every >= 0, "search.checkpoint_every", f"must be >= 0, got {s.checkpoint_every}")
+    need(s.on_nonfinite in ("stop", "skip"), "search.on_nonfinite", f"must be stop or skip, got {s.on_nonfinite!r}")
     need(s.eval_every >= 0, "search.eval_every", f"must be >= 0, got {s.eval_every}")
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device",
          f"must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")

@@ -223,10 +223,13 @@ class TensorLoader:
         n = self.labels.numel()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def epoch(self, epoch: int, repeat: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int, repeat: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yields ``(images [B, C, H, W] float32 normalised, labels [B])`` for one pass.
 
-        The order and augmentation depend on ``(seed, epoch, repeat)`` only.
+        The order and augmentation depend on ``(seed, epoch, repeat)`` only;
+        ``start`` skips the first batches (their random draws are replayed, their
+        images are not touched), so a resumed run sees exactly the batches it
+        would have seen.
         """
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_009 + repeat)
         n = self.labels.numel()
@@ -234,29 +237,40 @@ class TensorLoader:
         order = order.to(self.device)
         for b in range(len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self._transform(self.images[index], g), self.labels[index]
+            draws = self._draw(index.numel(), g)
+            if b >= start:
+                yield self._transform(self.images[index], *draws), self.labels[index]
 
-    def cycle(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless batches: pass 0 of ``epoch``, then pass 1, ... (for the arch steps' val batches)."""
-        repeat = 0
+    def cycle(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless batches: pass 0 of ``epoch``, then pass 1, ... (the arch steps' val batches).
+
+        ``start`` is the number of batches already consumed.
+        """
+        repeat, start = divmod(start, len(self))
         while True:
-            yield from self.epoch(epoch, repeat)
-            repeat += 1
+            yield from self.epoch(epoch, repeat, start)
+            repeat, start = repeat + 1, 0
 
-    def _transform(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def _draw(self, B: int, g: torch.Generator) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        # Random draws of one batch, in a fixed order: crop offsets [2, B], then flips [B].
+        offsets = torch.randint(2 * self.pad + 1, (2, B), generator=g) if self.pad else None
+        mirror = (torch.rand(B, generator=g) < 0.5) if self.flip else None
+        return offsets, mirror
+
+    def _transform(self, x: torch.Tensor, offsets: torch.Tensor | None, mirror: torch.Tensor | None) -> torch.Tensor:
+        # x: uint8 [B, C, H, W] -> normalised float32 [B, C, H, W]
         B, C, H, W = x.shape
-        if self.pad:
-            # Random crop with zero padding: pick each image's window [oy:oy+H, ox:ox+W].
+        if offsets is not None:
+            # Random crop with zero padding: each image's window [oy:oy+H, ox:ox+W] of the padded image.
             p = self.pad
             x = torch.nn.functional.pad(x, (p, p, p, p))
-            oy, ox = (torch.randint(2 * p + 1, (2, B), generator=g)).to(self.device)
+            oy, ox = offsets.to(self.device)
             rows = (oy[:, None] + torch.arange(H, device=self.device))[:, None, :, None]  # [B, 1, H, 1]
             cols = (ox[:, None] + torch.arange(W, device=self.device))[:, None, None, :]  # [B, 1, 1, W]
             x = x[torch.arange(B, device=self.device)[:, None, None, None],
                   torch.arange(C, device=self.device)[None, :, None, None], rows, cols]
-        if self.flip:
-            mirror = (torch.rand(B, generator=g) < 0.5).to(self.device).view(B, 1, 1, 1)
-            x = torch.where(mirror, x.flip(3), x)
+        if mirror is not None:
+            x = torch.where(mirror.to(self.device).view(B, 1, 1, 1), x.flip(3), x)
         return (x.float() - self.mean) * self.inv_std
 
 

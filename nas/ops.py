@@ -94,3 +94,54 @@ class ResNetBasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x if self.downsample is None else self.downsample(x)
         return residual + self.conv_b(self.conv_a(x))
+
+
+class SepConv(nn.Module):
+    """DARTS's separable conv: (ReLU, depthwise k x k, pointwise 1x1, BN) twice; only the first strides.
+
+    Args:
+        C_in, C_out: Input and output widths (the first block keeps ``C_in``).
+        kernel_size, stride, padding: Of the depthwise convs.
+        affine, track_running_stats: Passed to both BNs.
+    """
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 affine: bool = True, track_running_stats: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_in, 1, bias=False),
+            nn.BatchNorm2d(C_in, affine=affine, track_running_stats=track_running_stats),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=1, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class DilConv(nn.Module):
+    """DARTS's dilated separable conv: ReLU, dilated depthwise k x k, pointwise 1x1, BN.
+
+    Args:
+        C_in, C_out: Input and output widths.
+        kernel_size, stride, padding, dilation: Of the depthwise conv.
+        affine, track_running_stats: Passed to the BN.
+    """
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, dilation: int,
+                 affine: bool = True, track_running_stats: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                      groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)

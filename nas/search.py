@@ -1,13 +1,15 @@
 """The search loop: weight steps, architecture steps, schedules, metrics and checkpoints.
 
-One epoch (bilevel, as GDAS):
-    for each train batch (x_t, y_t) and the next val batch (x_v, y_v):
-        weight step: sample an architecture, CE(x_t), SGD on the weights only
-        arch step:   sample an architecture, CE(x_v), Adam on the logits only
+One iteration (bilevel, as GDAS):
+    draw two samples (one host transfer; the logits do not change in between)
+    weight step: CE(x_train) under sample 1, SGD on the weights only
+    arch step:   CE(x_val) under sample 2, Adam on the logits only
 Single level (SNAS): one sample and one backward on the train batch update both.
 
 The loop sees the supernet only through ``arch_parameters()``,
-``weight_parameters()``, ``forward`` and ``architecture``.
+``weight_parameters()``, ``forward_sample`` and ``architecture``. Its position
+(epoch, step inside the epoch) is part of every checkpoint, so a run stopped
+anywhere resumes onto the same batches, samples and results.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
+from .architecture import ArchSample
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import SearchConfig
 from .data import SearchData, TensorLoader
@@ -34,6 +37,19 @@ from .supernet import Supernet
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 GENOTYPE = "genotype.yaml"
+_SUMS = ("loss", "correct", "arch_loss", "arch_correct")
+
+
+class SearchInterrupted(Exception):
+    """A stop was requested (SIGINT/SIGTERM); a checkpoint of the current step was written."""
+
+    def __init__(self, signum: int, epoch: int, step: int):
+        super().__init__(f"stopped by signal {signum} at epoch {epoch + 1}, step {step}")
+        self.signum, self.epoch, self.step = signum, epoch, step
+
+
+class SearchDiverged(Exception):
+    """A loss or gradient was not finite and ``on_nonfinite`` is ``stop``."""
 
 
 def build_optimizers(supernet: Supernet, s: SearchConfig):
@@ -50,7 +66,7 @@ class Searcher:
     """Runs a search and owns its run directory.
 
     Args:
-        supernet: The supernet, already on ``device``.
+        supernet: The supernet, already on its device.
         space: Its search space (for deriving and formatting genotypes).
         data: Loaders for the weight and arch steps and for evaluation.
         settings: Loop hyper-parameters (a ``SearchConfig``; its defaults are GDAS's).
@@ -62,66 +78,88 @@ class Searcher:
     def __init__(self, supernet: Supernet, space: SearchSpace, data: SearchData,
                  settings: SearchConfig | None = None, seed: int = 0, out_dir: str | Path | None = None,
                  log: Callable[[str], None] = print):
-        settings = settings or SearchConfig()
-        self.supernet, self.space, self.data, self.s = supernet, space, data, settings
+        self.supernet, self.space, self.data = supernet, space, data
+        self.s = settings or SearchConfig()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.log = log
         self.weight_params = supernet.weight_parameters()
         self.arch_params = supernet.arch_parameters()
-        self.weight_opt, self.arch_opt, self.scheduler = build_optimizers(supernet, settings)
+        self.weight_opt, self.arch_opt, self.scheduler = build_optimizers(supernet, self.s)
         self.epoch = 0          # epochs completed
+        self.step = 0           # steps completed inside the current epoch
         self.history: list[dict] = []
-        self._frozen: str | None = None
+        self.stop_signal: int | None = None
+        self._partial: dict | None = None  # running sums of an epoch resumed mid-way
+        self._weights_trainable = True
         supernet.architecture.seed(seed)
 
+    def request_stop(self, signum: int) -> None:
+        """Asks the loop to checkpoint and stop after the current step (signal-handler safe)."""
+        self.stop_signal = signum
+
     # ----------------------------------------------------------------- steps
-    def _freeze(self, which: str) -> None:
-        """Turns off gradients of the weights (``weights``) or of the logits (``arch``) or neither."""
-        if which == self._frozen:
-            return
-        for p in self.weight_params:
-            p.requires_grad_(which != "weights")
+    def _train_weights(self, flag: bool) -> None:
+        """Turns the weights' gradients on or off (off in the arch step: its backward then skips them)."""
+        if flag != self._weights_trainable:
+            for p in self.weight_params:
+                p.requires_grad_(flag)
+            self._weights_trainable = flag
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample):
+        logits = self.supernet.forward_sample(x, sample)
+        return F.cross_entropy(logits, y), (logits.argmax(1) == y).sum()
+
+    def _weight_grad_ok(self, loss: torch.Tensor) -> torch.Tensor:
+        # Clip (or just measure) the weight gradient norm; a non-finite norm flags the step.
+        norm = nn.utils.clip_grad_norm_(self.weight_params, self.s.grad_clip if self.s.grad_clip > 0 else float("inf"))
+        return torch.isfinite(loss) & torch.isfinite(norm)
+
+    def _arch_grad_ok(self, loss: torch.Tensor) -> torch.Tensor:
+        ok = torch.isfinite(loss)
         for p in self.arch_params:
-            p.requires_grad_(which != "arch")
-        self._frozen = which
+            if p.grad is not None:
+                ok = ok & torch.isfinite(p.grad).all()
+        return ok
 
-    def _clip(self) -> None:
-        if self.s.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.weight_params, self.s.grad_clip)
+    def _apply(self, optimizers, ok: torch.Tensor) -> torch.Tensor:
+        # `stop` defers the check to the next host transfer (no extra sync);
+        # `skip` must decide now, at the cost of one synchronisation per step.
+        if self.s.on_nonfinite == "skip" and not bool(ok):
+            return torch.ones((), dtype=torch.long, device=ok.device)
+        for opt in optimizers:
+            opt.step()
+        return torch.zeros((), dtype=torch.long, device=ok.device)
 
-    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SGD step on the weights under a fresh sample; returns (loss, correct) as tensors."""
-        self._freeze("arch")
-        logits = self.supernet(x)
-        loss = F.cross_entropy(logits, y)
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
+        """One SGD step on the weights; returns (loss, correct, finite flag, skipped) as tensors."""
+        self._train_weights(True)
+        sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
+        loss, correct = self._forward(x, y, sample.detach())  # the logits learn nothing here
         self.weight_opt.zero_grad(set_to_none=True)
         loss.backward()
-        self._clip()
-        self.weight_opt.step()
-        return loss.detach(), (logits.argmax(1) == y).sum()
+        ok = self._weight_grad_ok(loss)
+        return loss.detach(), correct, ok, self._apply([self.weight_opt], ok)
 
-    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One Adam step on the logits under a fresh sample; weights get no gradient."""
-        self._freeze("weights")
-        logits = self.supernet(x)
-        loss = F.cross_entropy(logits, y)
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
+        """One Adam step on the logits; the weights get no gradient (their backward is skipped)."""
+        self._train_weights(False)
+        sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
+        loss, correct = self._forward(x, y, sample)
         self.arch_opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.arch_opt.step()
-        return loss.detach(), (logits.argmax(1) == y).sum()
+        ok = self._arch_grad_ok(loss)
+        return loss.detach(), correct, ok, self._apply([self.arch_opt], ok)
 
-    def joint_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def joint_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
         """Single level (SNAS): one sample, one backward, both optimizers step."""
-        self._freeze("none")
-        logits = self.supernet(x)
-        loss = F.cross_entropy(logits, y)
+        self._train_weights(True)
+        sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
+        loss, correct = self._forward(x, y, sample)
         self.weight_opt.zero_grad(set_to_none=True)
         self.arch_opt.zero_grad(set_to_none=True)
         loss.backward()
-        self._clip()
-        self.weight_opt.step()
-        self.arch_opt.step()
-        return loss.detach(), (logits.argmax(1) == y).sum()
+        ok = self._weight_grad_ok(loss) & self._arch_grad_ok(loss)
+        return loss.detach(), correct, ok, self._apply([self.weight_opt, self.arch_opt], ok)
 
     @torch.no_grad()
     def evaluate(self, loader: TensorLoader) -> tuple[float, float]:
@@ -139,58 +177,101 @@ class Searcher:
         return loss_sum.item() / n, 100.0 * correct.item() / n
 
     # ----------------------------------------------------------------- epochs
+    def _diverged(self, epoch: int, step: int) -> SearchDiverged:
+        where = f"epoch {epoch + 1}, step {step}"
+        if self.out_dir is not None and (self.out_dir / CHECKPOINT).exists():
+            last = f"the last good checkpoint is {self.out_dir / CHECKPOINT} (resume with --resume {self.out_dir})"
+        else:
+            last = "no checkpoint was written yet"
+        return SearchDiverged(f"non-finite loss or gradient at {where}; {last}; "
+                              "lower search.lr or set search.on_nonfinite=skip")
+
     def train_epoch(self, epoch: int) -> dict:
-        """Runs one epoch and returns its metrics."""
-        s = self.s
-        start = time.perf_counter()
+        """Runs (the rest of) one epoch and returns its metrics."""
+        s, arch = self.s, self.supernet.architecture
+        started = time.perf_counter()
         tau = tau_at(s.tau_schedule, epoch, s.epochs, s.tau_max, s.tau_min)
         self.supernet.tau = tau
         self.scheduler.step(epoch)
         self.supernet.train()
         search_arch = epoch >= s.warmup_epochs
+        bilevel = search_arch and s.bilevel
         device = self.data.train.device
-        sums = {k: torch.zeros((), device=device) for k in ("loss", "correct", "arch_loss", "arch_correct")}
-        seen = arch_seen = 0
-        val_batches = self.data.val.cycle(epoch)  # one persistent iterator per epoch
-        bar = tqdm(self.data.train.epoch(epoch), total=len(self.data.train), desc=f"epoch {epoch + 1}/{s.epochs}",
-                   leave=False, disable=not (s.progress and sys.stderr.isatty()))
-        for x, y in bar:
+        partial = self._partial or {}
+        self._partial = None
+        sums = {k: torch.tensor(float(partial.get(k, 0.0)), device=device) for k in _SUMS}
+        counts = {k: partial.get(k, 0) for k in ("seen", "arch_seen", "skipped")}
+        elapsed_before = partial.get("elapsed", 0.0)
+        start = self.step
+        val_batches = self.data.val.cycle(epoch, start=start if bilevel else 0)
+        pending = torch.zeros((), dtype=torch.long, device=device)  # previous iteration's non-finite flag
+        bar = tqdm(self.data.train.epoch(epoch, start=start), total=len(self.data.train), initial=start,
+                   desc=f"epoch {epoch + 1}/{s.epochs}", leave=False,
+                   disable=not (s.progress and sys.stderr.isatty()))
+        for step, (x, y) in enumerate(bar, start=start):
+            samples, carried = arch.sample_many(self.supernet.mode, tau, 2 if bilevel else 1, carry=pending)
+            if carried[0]:
+                raise self._diverged(epoch, step - 1)
             if search_arch and not s.bilevel:
-                loss, correct = self.joint_step(x, y)
+                loss, correct, ok, skipped = self.joint_step(x, y, samples[0])
             else:
-                loss, correct = self.weight_step(x, y)
+                loss, correct, ok, skipped = self.weight_step(x, y, samples[0])
             sums["loss"] += loss * y.numel()
             sums["correct"] += correct
-            seen += y.numel()
-            if search_arch and s.bilevel:
+            counts["seen"] += y.numel()
+            if bilevel:
                 xv, yv = next(val_batches)
-                arch_loss, arch_correct = self.arch_step(xv, yv)
+                arch_loss, arch_correct, arch_ok, arch_skipped = self.arch_step(xv, yv, samples[1])
                 sums["arch_loss"] += arch_loss * yv.numel()
                 sums["arch_correct"] += arch_correct
-                arch_seen += yv.numel()
+                counts["arch_seen"] += yv.numel()
+                ok, skipped = ok & arch_ok, skipped + arch_skipped
+            if s.on_nonfinite == "skip":
+                counts["skipped"] += int(skipped)  # already synchronised by the skip decision
+            else:
+                pending = (~ok).long()
+            self.step = step + 1
+            every = s.checkpoint_every and self.step % s.checkpoint_every == 0 and self.step < len(self.data.train)
+            if self.stop_signal is not None or every:
+                if int(pending):
+                    raise self._diverged(epoch, step)
+                self._partial = {**{k: v.item() for k, v in sums.items()}, **counts,
+                                 "elapsed": elapsed_before + time.perf_counter() - started}
+                self._save_checkpoint()
+                self._partial = None
+                if self.stop_signal is not None:
+                    bar.close()
+                    raise SearchInterrupted(self.stop_signal, epoch, self.step)
         bar.close()
+        if int(pending):
+            raise self._diverged(epoch, self.step - 1)
+        self.step = 0
         totals = {k: v.item() for k, v in sums.items()}  # the epoch's one sync for the running sums
+        return self._epoch_metrics(epoch, tau, totals, counts, elapsed_before + time.perf_counter() - started)
+
+    def _epoch_metrics(self, epoch: int, tau: float, totals: dict, counts: dict, elapsed: float) -> dict:
+        s = self.s
         probs = self.supernet.architecture.probabilities()
         entropy = self.supernet.architecture.entropy()
-        genotype = self.space.derive_genotype(probs)
         metrics: dict[str, Any] = {
             "epoch": epoch + 1, "tau": tau, "lr": self.weight_opt.param_groups[0]["lr"],
-            "train_loss": totals["loss"] / seen, "train_acc": 100.0 * totals["correct"] / seen,
+            "train_loss": totals["loss"] / counts["seen"], "train_acc": 100.0 * totals["correct"] / counts["seen"],
         }
-        if arch_seen:
-            metrics["arch_loss"] = totals["arch_loss"] / arch_seen
-            metrics["arch_acc"] = 100.0 * totals["arch_correct"] / arch_seen
-        last = epoch + 1 == s.epochs
-        if last or (s.eval_every and (epoch + 1) % s.eval_every == 0):
+        if counts["arch_seen"]:
+            metrics["arch_loss"] = totals["arch_loss"] / counts["arch_seen"]
+            metrics["arch_acc"] = 100.0 * totals["arch_correct"] / counts["arch_seen"]
+        if s.on_nonfinite == "skip":
+            metrics["skipped_steps"] = counts["skipped"]
+        if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
             metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val_eval)
-        metrics["genotype"] = self.space.format(genotype)
+        metrics["genotype"] = self.space.format(self.space.derive_genotype(probs))
         metrics["probabilities"] = {g: [[round(v, 5) for v in row] for row in p.tolist()] for g, p in probs.items()}
         metrics["entropy"] = {g: [round(v, 5) for v in e.tolist()] for g, e in entropy.items()}
-        metrics["epoch_time"] = time.perf_counter() - start
+        metrics["epoch_time"] = elapsed
         return metrics
 
     def run(self, until_epoch: int | None = None) -> dict:
-        """Runs epochs from the current one to ``until_epoch`` (default: the last) and returns the final metrics."""
+        """Runs epochs from the current position to ``until_epoch`` (default: the last); returns the final metrics."""
         stop = self.s.epochs if until_epoch is None else min(until_epoch, self.s.epochs)
         while self.epoch < stop:
             metrics = self.train_epoch(self.epoch)
@@ -219,10 +300,10 @@ class Searcher:
                                mode=self.supernet.mode, epoch=self.epoch)
 
     def state_dict(self) -> dict:
-        """Everything needed to continue: weights, logits, optimizers, schedule, RNG states, metrics."""
+        """Everything needed to continue: weights, logits, optimizers, schedule, RNG states, position, metrics."""
         return {
-            "format": 1, "epoch": self.epoch, "tau": self.supernet.tau,
-            "model": self.supernet.state_dict(),
+            "format": 1, "epoch": self.epoch, "step": self.step, "partial": self._partial,
+            "tau": self.supernet.tau, "model": self.supernet.state_dict(),
             "weight_optimizer": self.weight_opt.state_dict(), "arch_optimizer": self.arch_opt.state_dict(),
             "weight_scheduler": self.scheduler.state_dict(),
             "gumbel_generator": self.supernet.architecture.generator.get_state(),
@@ -237,7 +318,8 @@ class Searcher:
         self.scheduler.load_state_dict(state["weight_scheduler"])
         self.supernet.architecture.generator.set_state(state["gumbel_generator"])
         set_rng_state(state["rng"])
-        self.epoch, self.supernet.tau, self.history = state["epoch"], state["tau"], list(state["metrics"])
+        self.epoch, self.step, self._partial = state["epoch"], state.get("step", 0), state.get("partial")
+        self.supernet.tau, self.history = state["tau"], list(state["metrics"])
 
     def resume(self, checkpoint: str | Path) -> None:
         """Loads a checkpoint and rewrites the metrics file to the epochs it covers."""
@@ -246,10 +328,14 @@ class Searcher:
             with open(self.out_dir / METRICS, "w") as f:
                 f.writelines(json.dumps(m) + "\n" for m in self.history)
 
+    def _save_checkpoint(self) -> None:
+        if self.out_dir is not None:
+            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict())
+
     def _write(self, metrics: dict) -> None:
         if self.out_dir is None:
             return
         with open(self.out_dir / METRICS, "a") as f:
             f.write(json.dumps(metrics) + "\n")
         save_genotype(self.out_dir / GENOTYPE, self.genotype_record())
-        save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict())
+        self._save_checkpoint()

@@ -8,6 +8,7 @@ from nas.registry import SEARCH_SPACES
 from nas.space import SearchSpace, get_space as get
 
 from . import nb201  # noqa: F401  (registers "nb201")
+from . import darts  # noqa: F401  (registers "darts")
 
 
 def names() -> list[str]:

@@ -113,7 +113,7 @@ def test_weight_step_leaves_unsampled_ops_untouched_and_arch_step_reaches_every_
     chosen = net.architecture.sample("gdas", 1.0).indices["cell"]
     net.architecture.generator.set_state(generator_state)
     x, y = next(data.train.epoch(0))
-    searcher.weight_step(x, y)
+    searcher.weight_step(x, y)  # draws its own sample
 
     after = net.state_dict()
     names = {id(p): n for n, p in net.named_parameters()}

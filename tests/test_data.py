@@ -511,6 +511,24 @@ def test_loader_cycle_runs_past_one_pass():
     assert [int(v) for _, y in got[:2] for v in y] == _labels(loader, 5)
 
 
+def test_loader_start_skips_batches_without_changing_the_rest():
+    """A resumed epoch (``start`` batches already seen) gets exactly the remaining batches, augmentation included."""
+    s = _indexed_set(40, channels=2, size=5, pad=1, flip=True)
+    loader = TensorLoader(s, batch_size=8, shuffle=True, augment=True, seed=4)
+    full = list(loader.epoch(2, 1))
+    rest = list(loader.epoch(2, 1, start=3))
+    assert len(full) == 5 and len(rest) == 2
+    for (x, y), (ex, ey) in zip(rest, full[3:]):
+        assert torch.equal(y, ey) and torch.equal(x, ex)
+    # cycle(start=k) continues the endless stream after k batches, across pass boundaries.
+    whole = loader.cycle(2)
+    stream = [next(whole) for _ in range(13)]
+    for k in (0, 4, 5, 7):
+        it = loader.cycle(2, start=k)
+        for (x, y), (ex, ey) in zip([next(it) for _ in range(13 - k)], stream[k:]):
+            assert torch.equal(y, ey) and torch.equal(x, ex)
+
+
 # --------------------------------------------------------------------------- split
 
 def test_split_indices_disjoint_covering_sized_and_seeded():
