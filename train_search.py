@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the search loop took over the signals
+        print("interrupted before the search started", file=sys.stderr)
+        return 130
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UserError(f"cannot write to output directory {str(out)!r}: {e.strerror}; choose another --out") from None
     searcher.out_dir = out
+    # From here on SIGINT/SIGTERM finish the current step, checkpoint, and exit 130/143.
+    handlers = {sig: signal.signal(sig, lambda signum, frame: searcher.request_stop(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     if args.resume and (out / CHECKPOINT).exists():
         searcher.resume(out / CHECKPOINT)
         if searcher.epoch >= cfg.search.epochs:
@@ -92,8 +98,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"search space {cfg.model.space} ({cfg.model.mode}), {cfg.data.dataset}: "
           f"{sum(p.numel() for p in s.weight_parameters()):,} weights, "
           f"{sum(p.numel() for p in s.arch_parameters())} logits, device {next(s.parameters()).device}, run dir {out}")
-    handlers = {sig: signal.signal(sig, lambda signum, frame: searcher.request_stop(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         final = searcher.run()
     except SearchInterrupted as e:

@@ -325,6 +325,8 @@ class Searcher:
         """Loads a checkpoint and rewrites the metrics file to the epochs it covers."""
         self.load_state_dict(load_checkpoint(checkpoint))
         if self.out_dir is not None:
+            for torn in self.out_dir.glob(".*.tmp"):  # a write cut short by SIGKILL
+                torn.unlink()
             with open(self.out_dir / METRICS, "w") as f:
                 f.writelines(json.dumps(m) + "\n" for m in self.history)
 

@@ -1,0 +1,175 @@
+"""Runs that survive: mid-epoch resume, SIGKILL at random moments, SIGTERM, non-finite losses."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import search_spaces  # noqa: F401
+from nas import UserError
+from nas.build import build_searcher
+from nas.checkpoint import load_checkpoint, save_checkpoint
+from nas.config import build_config
+from nas.search import SearchDiverged
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.dataset=synthetic", "data.synthetic_size=96", "data.image_size=8", "data.batch_size=16",
+        "model.C=4", "model.N=1", "search.epochs=3", "search.arch_lr=0.01", "seed=5", "deterministic=true"]
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def quiet(*_):
+    pass
+
+
+def strip_times(history):
+    return [{k: v for k, v in m.items() if k != "epoch_time"} for m in history]
+
+
+def assert_same_run(a_dir: Path, b_dir: Path):
+    a, b = load_checkpoint(a_dir / "checkpoint.pt"), load_checkpoint(b_dir / "checkpoint.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert strip_times(a["metrics"]) == strip_times(b["metrics"])
+    lines = lambda d: strip_times([json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()])
+    assert lines(a_dir) == lines(b_dir)
+    assert (a_dir / "genotype.yaml").read_text() == (b_dir / "genotype.yaml").read_text()
+
+
+def test_resume_from_any_step_checkpoint_is_bit_exact(tmp_path):
+    cfg = build_config({}, TINY + ["search.checkpoint_every=1"])
+    (tmp_path / "full").mkdir()
+    build_searcher(cfg, tmp_path / "full", log=quiet).run()
+    steps_per_epoch = len(build_searcher(cfg, log=quiet).data.train)
+    # Stop after an arbitrary step by requesting a stop from inside the loop, then resume.
+    for cut in (1, steps_per_epoch - 1, steps_per_epoch + 2):
+        d = tmp_path / f"cut{cut}"
+        d.mkdir()
+        first = build_searcher(cfg, d, log=quiet)
+        calls = {"n": 0}
+        original = first.weight_step
+        def counting(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == cut:
+                first.request_stop(signal.SIGTERM)
+            return original(*a, **k)
+        first.weight_step = counting
+        with pytest.raises(Exception) as info:
+            first.run()
+        assert type(info.value).__name__ == "SearchInterrupted"
+        second = build_searcher(cfg, d, log=quiet)
+        second.resume(d / "checkpoint.pt")
+        assert (second.epoch, second.step) == divmod(cut, steps_per_epoch)
+        second.run()
+        assert_same_run(tmp_path / "full", d)
+
+
+def _cli(args, **kw):
+    return subprocess.Popen([sys.executable, "train_search.py", *args], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_run(tmp_path):
+    args = TINY + ["search.epochs=4", "data.synthetic_size=160", "search.checkpoint_every=1"]
+    full = tmp_path / "full"
+    proc = _cli(["--out", str(full), *args])
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+
+    rng = random.Random(0)
+    for trial in range(5):
+        d = tmp_path / f"kill{trial}"
+        proc = _cli(["--out", str(d), *args])
+        # Kill somewhere after the first checkpoint exists (before it, --resume starts over).
+        deadline = time.time() + 120
+        while not (d / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        load_checkpoint(d / "checkpoint.pt")  # whatever moment it died, the checkpoint loads
+        resumed = _cli(["--resume", str(d)])
+        out, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err
+        assert not [p.name for p in d.iterdir() if p.name.endswith(".tmp")]  # a torn write is cleaned up
+        assert_same_run(full, d)
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_and_prints_how_to_resume(tmp_path):
+    d = tmp_path / "run"
+    proc = _cli(["--out", str(d), *TINY, "search.epochs=200"])
+    deadline = time.time() + 120
+    while not (d / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    mtime = (d / "checkpoint.pt").stat().st_mtime_ns
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert f"resume with: python train_search.py --resume {d}" in err
+    assert "Traceback" not in err
+    state = load_checkpoint(d / "checkpoint.pt")
+    assert (d / "checkpoint.pt").stat().st_mtime_ns >= mtime
+    assert state["epoch"] < 200
+    resumed = _cli(["--resume", str(d), "search.epochs=200"])
+    first_line = resumed.stdout.readline()  # printed once the handlers are in place
+    assert first_line.startswith(f"resumed {d} at epoch")
+    resumed.send_signal(signal.SIGINT)
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 130, err
+    assert "Traceback" not in err
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_the_last_checkpoint(tmp_path):
+    searcher = build_searcher(build_config({}, TINY), tmp_path, log=quiet)
+    searcher.run(until_epoch=1)
+    with torch.no_grad():
+        searcher.supernet.classifier.weight[0, 0] = float("nan")
+    with pytest.raises(SearchDiverged) as info:
+        searcher.run()
+    message = str(info.value)
+    assert "epoch 2, step 0" in message
+    assert str(tmp_path / "checkpoint.pt") in message and "--resume" in message
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1  # the bad state was not saved
+
+
+def test_nonfinite_steps_can_be_skipped_and_are_counted(tmp_path):
+    searcher = build_searcher(build_config({}, TINY + ["search.on_nonfinite=skip"]), log=quiet)
+    with torch.no_grad():
+        searcher.supernet.classifier.bias[0] = float("inf")
+    before = {k: v.clone() for k, v in searcher.supernet.state_dict().items()}
+    m = searcher.run(until_epoch=1)
+    steps = len(searcher.data.train)
+    assert m["skipped_steps"] == 2 * steps  # every weight and arch step
+    after = searcher.supernet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_checkpoint_written_atomically_and_corrupt_ones_are_refused(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "epoch": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(UserError, match="corrupt or unreadable"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_loading_never_runs_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": {}, "epoch": 0, "x": Evil()}, path)
+    with pytest.raises(UserError):
+        load_checkpoint(path)
+    assert not marker.exists()
