@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,6 +22,20 @@ from .gumbel import TAU_SCHEDULES
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``3e-4`` as a float (YAML 1.1 wants ``3.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain data only, runs no code
+
+
 @dataclass
 class DataConfig:
     """Where the images come from and how they are split and batched."""
@@ -32,6 +47,7 @@ class DataConfig:
     batch_size: int = 64
     num_workers: int = 0          # DataLoader workers (imagefolder only)
     augment: bool = True          # random crop (+ flip where the dataset allows it)
+    cutout: int = 0               # cutout square side in pixels (0: off; DARTS evaluation uses 16)
     image_size: int = 32          # imagefolder resize / synthetic size
     synthetic_size: int = 256     # images in the synthetic set
     synthetic_classes: int = 4
@@ -74,6 +90,26 @@ class SearchConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Retraining a discrete network from scratch (``train_final.py``; defaults: NAS-Bench-201's protocol)."""
+
+    epochs: int = 200
+    lr: float = 0.1
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    grad_clip: float = 0.0        # max grad norm; 0 disables
+    label_smoothing: float = 0.0
+    auxiliary_weight: float = 0.0  # DARTS: 0.4 (adds the auxiliary head); 0 disables
+    drop_path_prob: float = 0.0   # DARTS: 0.2, ramped linearly from 0 over the epochs
+    amp: bool = True              # bf16 autocast on CUDA (ignored on the CPU)
+    eval_every: int = 1           # test every K epochs (0: only at the end)
+    checkpoint_every: int = 0     # also checkpoint every K steps (0: at epoch ends only)
+    progress: bool = True
+
+
+@dataclass
 class Config:
     """A whole run."""
 
@@ -83,6 +119,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
         """Plain nested dict (what ``config.yaml`` holds)."""
@@ -147,11 +184,12 @@ def _check(cfg: Config) -> None:
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
             raise UserError(f"config key {key!r} {what}")
-    d, m, s = cfg.data, cfg.model, cfg.search
+    d, m, s, t = cfg.data, cfg.model, cfg.search, cfg.train
     need(d.dataset in DATASETS, "data.dataset", f"must be one of {', '.join(DATASETS)}, got {d.dataset!r}")
     need(0.0 < d.split < 1.0, "data.split", f"must be in (0, 1), got {d.split}")
     need(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
     need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+    need(d.cutout >= 0, "data.cutout", f"must be >= 0, got {d.cutout}")
     need(d.image_size >= 4, "data.image_size", f"must be >= 4, got {d.image_size}")
     need(d.synthetic_size >= 2, "data.synthetic_size", f"must be >= 2, got {d.synthetic_size}")
     need(d.synthetic_classes >= 2, "data.synthetic_classes", f"must be >= 2, got {d.synthetic_classes}")
@@ -173,6 +211,14 @@ def _check(cfg: Config) -> None:
     need(s.checkpoint_every >= 0, "search.checkpoint_every", f"must be >= 0, got {s.checkpoint_every}")
     need(s.on_nonfinite in ("stop", "skip"), "search.on_nonfinite", f"must be stop or skip, got {s.on_nonfinite!r}")
     need(s.eval_every >= 0, "search.eval_every", f"must be >= 0, got {s.eval_every}")
+    need(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
+    for key in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "auxiliary_weight"):
+        need(getattr(t, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(t, key)}")
+    need(t.lr_min <= t.lr, "train.lr_min", f"must be <= train.lr ({t.lr}), got {t.lr_min}")
+    need(0 <= t.label_smoothing < 1, "train.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
+    need(0 <= t.drop_path_prob < 1, "train.drop_path_prob", f"must be in [0, 1), got {t.drop_path_prob}")
+    need(t.eval_every >= 0, "train.eval_every", f"must be >= 0, got {t.eval_every}")
+    need(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device",
          f"must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
 
@@ -183,7 +229,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UserError(f"override {text!r} is not key=value (e.g. search.epochs=5)")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -202,7 +248,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist; pass --config with a YAML file (see configs/)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _yaml_load(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -129,6 +129,11 @@ def load_cifar(name: str, root: str | Path, train: bool = True, download: bool =
         raise UserError(f"{title} not found: looked for {str(folder / missing[0])!r}; set data.download=true "
                         f"to fetch it (needs internet), or data.root=DIR for a folder holding {folder.name}/")
     batches = [_read_cifar_batch(folder / f) for f in files]
+    for f, b in zip(files, batches):
+        ok = isinstance(b, dict) and "data" in b and label_key in b
+        if not ok or getattr(b["data"], "shape", (0, 0))[1:] != (3072,) or len(b["data"]) != len(b[label_key]):
+            raise UserError(f"{str(folder / f)!r} is not a {title} batch (expected 'data' [N, 3072] and "
+                            f"'{label_key}'); delete {folder} and set data.download=true")
     data = torch.cat([torch.as_tensor(b["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32) for b in batches])
     labels = torch.cat([torch.as_tensor(b[label_key], dtype=torch.long) for b in batches])
     return ImageSet(data, labels, num_classes, mean, std)
@@ -200,6 +205,8 @@ class TensorLoader:
         batch_size: Images per batch.
         shuffle: Reshuffle every epoch.
         augment: Random crop (``data.pad``) and flip (``data.flip``).
+        cutout: Side of a square zeroed at a random centre of each image (after
+            normalisation, as DARTS does; 0: off). Applied only with ``augment``.
         drop_last: Drop the last incomplete batch.
         seed: Base seed; epoch ``e`` draws its order and augmentation from ``seed``
             and ``e`` alone.
@@ -207,7 +214,7 @@ class TensorLoader:
     """
 
     def __init__(self, data: ImageSet, batch_size: int, shuffle: bool = True, augment: bool = True,
-                 drop_last: bool = True, seed: int = 0, device: torch.device | str = "cpu"):
+                 drop_last: bool = True, seed: int = 0, device: torch.device | str = "cpu", cutout: int = 0):
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
@@ -215,6 +222,7 @@ class TensorLoader:
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last and len(data) > batch_size, seed
         self.pad = data.pad if augment else 0
         self.flip = data.flip and augment
+        self.cutout = cutout if augment else 0
         shape = (1, -1, 1, 1)
         self.mean = (torch.tensor(data.mean) * data.scale).view(shape).to(self.device)
         self.inv_std = 1.0 / (torch.tensor(data.std) * data.scale).view(shape).to(self.device)
@@ -251,13 +259,17 @@ class TensorLoader:
             yield from self.epoch(epoch, repeat, start)
             repeat, start = repeat + 1, 0
 
-    def _draw(self, B: int, g: torch.Generator) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        # Random draws of one batch, in a fixed order: crop offsets [2, B], then flips [B].
+    def _draw(self, B: int, g: torch.Generator):
+        # Random draws of one batch, in a fixed order: crop offsets [2, B], flips [B], cutout centres [2, B].
         offsets = torch.randint(2 * self.pad + 1, (2, B), generator=g) if self.pad else None
         mirror = (torch.rand(B, generator=g) < 0.5) if self.flip else None
-        return offsets, mirror
+        H, W = self.images.shape[-2:]
+        centres = torch.stack([torch.randint(H, (B,), generator=g), torch.randint(W, (B,), generator=g)]) \
+            if self.cutout else None
+        return offsets, mirror, centres
 
-    def _transform(self, x: torch.Tensor, offsets: torch.Tensor | None, mirror: torch.Tensor | None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, offsets: torch.Tensor | None, mirror: torch.Tensor | None,
+                   centres: torch.Tensor | None = None) -> torch.Tensor:
         # x: uint8 [B, C, H, W] -> normalised float32 [B, C, H, W]
         B, C, H, W = x.shape
         if offsets is not None:
@@ -271,7 +283,17 @@ class TensorLoader:
                   torch.arange(C, device=self.device)[None, :, None, None], rows, cols]
         if mirror is not None:
             x = torch.where(mirror.to(self.device).view(B, 1, 1, 1), x.flip(3), x)
-        return (x.float() - self.mean) * self.inv_std
+        x = (x.float() - self.mean) * self.inv_std
+        if centres is not None:
+            # Cutout: zero the square of side `cutout` around each centre (clipped at the border).
+            cy, cx = centres.to(self.device)[:, :, None]  # [B, 1] each
+            half = self.cutout // 2
+            ys = torch.arange(H, device=self.device)
+            xs = torch.arange(W, device=self.device)
+            in_y = ((ys >= cy - half) & (ys < cy - half + self.cutout))[:, None, :, None]  # [B, 1, H, 1]
+            in_x = ((xs >= cx - half) & (xs < cx - half + self.cutout))[:, None, None, :]  # [B, 1, 1, W]
+            x = x.masked_fill(in_y & in_x, 0.0)
+        return x
 
 
 @dataclass

@@ -29,6 +29,7 @@ from .architecture import ArchSample
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import SearchConfig
 from .data import SearchData, TensorLoader
+from .errors import UserError
 from .genotype import genotype_record, save_genotype
 from .gumbel import tau_at
 from .space import SearchSpace
@@ -323,7 +324,14 @@ class Searcher:
 
     def resume(self, checkpoint: str | Path) -> None:
         """Loads a checkpoint and rewrites the metrics file to the epochs it covers."""
-        self.load_state_dict(load_checkpoint(checkpoint))
+        state = load_checkpoint(checkpoint)
+        if "arch_optimizer" not in state:
+            raise UserError(f"{str(checkpoint)!r} is not a search checkpoint (train_final.py wrote it?)")
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise UserError(f"checkpoint {str(checkpoint)!r} does not fit this supernet "
+                            f"({str(e).splitlines()[0][:120]})") from None
         if self.out_dir is not None:
             for torn in self.out_dir.glob(".*.tmp"):  # a write cut short by SIGKILL
                 torn.unlink()

@@ -1,0 +1,112 @@
+"""What ``train_search.py`` and ``train_final.py`` share: run directories, resume, signals, errors.
+
+A run directory holds ``config.yaml`` (the resolved config) and a checkpoint.
+``--resume DIR`` continues it with that config; giving a different one is an
+error naming the keys that differ.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import UserError
+
+CONFIG = "config.yaml"
+
+
+def run_parser(description: str, default_config: Path) -> argparse.ArgumentParser:
+    """The common arguments: ``--config``, ``--out``, ``--resume``, ``--debug`` and overrides."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", help=f"YAML config (default: configs/{default_config.name})")
+    p.add_argument("--out", help="run directory (default: runs/<config>-<date>-<time>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. search.epochs=5")
+    return p
+
+
+def guarded_main(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Runs ``run(args)``; a ``UserError`` becomes one line on stderr and exit status 2."""
+    try:
+        return run(args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the loop took over the signals
+        print("interrupted before training started", file=sys.stderr)
+        return 130
+
+
+def resolve_run(args: argparse.Namespace, default_config: Path, checkpoint: str):
+    """Reads and validates the config of a new or resumed run.
+
+    Returns:
+        ``(cfg, out_dir, config_path_or_None)``; nothing is written yet.
+    """
+    from .config import build_config, diff_configs, load_config, read_yaml
+
+    if args.resume:
+        out = Path(args.resume)
+        if not (out / CONFIG).is_file():
+            raise UserError(f"{str(out)!r} is not a run directory (no {CONFIG}); pass the --out of an earlier run")
+        if args.out and Path(args.out) != out:
+            raise UserError("--out and --resume name different directories; --resume continues in place")
+        saved = read_yaml(out / CONFIG)
+        cfg = build_config(saved)
+        if args.config or args.overrides:
+            given = load_config(args.config, args.overrides) if args.config else build_config(saved, args.overrides)
+            changed = diff_configs(cfg, given)
+            if changed:
+                raise UserError(f"--resume {out} was run with a different config ({', '.join(changed)} differ); "
+                                "drop --config/overrides or start a new run with --out")
+        return cfg, out
+    config_path = Path(args.config) if args.config else default_config
+    cfg = load_config(config_path, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (out / checkpoint).exists():
+        raise UserError(f"{str(out)!r} already holds a run; continue it with --resume {out} or choose another --out")
+    return cfg, out
+
+
+def open_run_dir(out: Path, cfg, resume: bool) -> None:
+    """Creates the run directory (checking it is writable) and saves the resolved config."""
+    import yaml
+
+    from .checkpoint import atomic_write
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to output directory {str(out)!r}: {e.strerror}; choose another --out") from None
+    if not resume:
+        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+        atomic_write(out / CONFIG, lambda f: f.write(text), mode="w")
+
+
+@contextlib.contextmanager
+def stop_signals(request_stop: Callable[[int], None]) -> Iterator[None]:
+    """While active, SIGINT and SIGTERM ask the loop to checkpoint and stop instead of killing it."""
+    handlers = {sig: signal.signal(sig, lambda signum, frame: request_stop(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def report_stop(error, out: Path, script: str) -> int:
+    """Prints where the checkpoint is and how to resume; returns the exit status (128 + signal)."""
+    print(f"{error}; checkpoint written to {out}", file=sys.stderr)
+    print(f"resume with: python {script} --resume {out}", file=sys.stderr)
+    return 128 + error.signum

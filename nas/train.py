@@ -1,0 +1,232 @@
+"""Retraining a discrete network from scratch: the loop of ``train_final.py``.
+
+SGD with a cosine schedule, optional auxiliary head and drop path (DARTS's
+evaluation protocol), bf16 autocast on CUDA, and the same checkpoint, resume
+and stop-signal behaviour as the search loop.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.scheduler import CosineLRScheduler
+from timm.utils import accuracy
+from tqdm import tqdm
+
+from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .data import TensorLoader
+from .errors import UserError
+from .search import CHECKPOINT, METRICS, SearchDiverged, SearchInterrupted
+
+FINAL = "final.json"
+
+
+def count_parameters(model: nn.Module, exclude: str | None = None) -> int:
+    """Parameters of ``model``, leaving out those whose name starts with ``exclude``."""
+    return sum(p.numel() for n, p in model.named_parameters() if not (exclude and n.startswith(exclude)))
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass on one image (a multiply-add counts 2), in eval mode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_shape, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+class FinalTrainer:
+    """Trains a discrete network and owns its run directory.
+
+    Args:
+        network: The network (on its device). Its forward returns logits, or
+            ``(logits, aux_logits)`` in training mode when it has an auxiliary head.
+        train: Training batches.
+        test: Test batches.
+        settings: A ``TrainConfig``.
+        out_dir: Run directory; None writes nothing.
+        log: Where epoch summaries go.
+    """
+
+    def __init__(self, network: nn.Module, train: TensorLoader, test: TensorLoader,
+                 settings: TrainConfig | None = None, out_dir: str | Path | None = None,
+                 log: Callable[[str], None] = print):
+        self.net, self.train_data, self.test_data = network, train, test
+        self.s = settings or TrainConfig()
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.log = log
+        self.optimizer = torch.optim.SGD(network.parameters(), lr=self.s.lr, momentum=self.s.momentum,
+                                         nesterov=self.s.nesterov and self.s.momentum > 0,
+                                         weight_decay=self.s.weight_decay)
+        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=self.s.epochs, lr_min=self.s.lr_min,
+                                           t_in_epochs=True)
+        self.device = train.device
+        self.amp = self.s.amp and self.device.type == "cuda"
+        self.epoch, self.step, self.history = 0, 0, []
+        self.stop_signal: int | None = None
+        self._partial: dict | None = None
+
+    def request_stop(self, signum: int) -> None:
+        """Checkpoint and stop after the current step."""
+        self.stop_signal = signum
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.net(x)
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.s.label_smoothing)
+            if aux is not None and self.s.auxiliary_weight > 0:
+                loss = loss + self.s.auxiliary_weight * F.cross_entropy(aux.float(), y,
+                                                                        label_smoothing=self.s.label_smoothing)
+        return loss, logits
+
+    def train_epoch(self, epoch: int) -> dict:
+        """Runs (the rest of) one epoch and returns its metrics."""
+        s = self.s
+        started = time.perf_counter()
+        self.scheduler.step(epoch)
+        if hasattr(self.net, "drop_path_prob"):
+            self.net.drop_path_prob = s.drop_path_prob * epoch / s.epochs  # DARTS: ramped linearly
+        self.net.train()
+        partial, self._partial = self._partial or {}, None
+        loss_sum = torch.tensor(float(partial.get("loss", 0.0)), device=self.device)
+        correct = torch.tensor(float(partial.get("correct", 0.0)), device=self.device)
+        seen, elapsed_before = partial.get("seen", 0), partial.get("elapsed", 0.0)
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        start = self.step
+        bar = tqdm(self.train_data.epoch(epoch, start=start), total=len(self.train_data), initial=start,
+                   desc=f"epoch {epoch + 1}/{s.epochs}", leave=False,
+                   disable=not (s.progress and sys.stderr.isatty()))
+        for step, (x, y) in enumerate(bar, start=start):
+            loss, logits = self._loss(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = nn.utils.clip_grad_norm_(self.net.parameters(), s.grad_clip if s.grad_clip > 0 else float("inf"))
+            bad = bad | ~(torch.isfinite(loss) & torch.isfinite(norm))
+            self.optimizer.step()
+            loss_sum += loss.detach() * y.numel()
+            correct += (logits.argmax(1) == y).sum()
+            seen += y.numel()
+            self.step = step + 1
+            every = s.checkpoint_every and self.step % s.checkpoint_every == 0 and self.step < len(self.train_data)
+            if self.stop_signal is not None or every:
+                if bool(bad):
+                    raise self._diverged(epoch)
+                self._partial = {"loss": loss_sum.item(), "correct": correct.item(), "seen": seen,
+                                 "elapsed": elapsed_before + time.perf_counter() - started}
+                self._save_checkpoint()
+                self._partial = None
+                if self.stop_signal is not None:
+                    bar.close()
+                    raise SearchInterrupted(self.stop_signal, epoch, self.step)
+        bar.close()
+        if bool(bad):  # one check per epoch: a diverged epoch is never checkpointed
+            raise self._diverged(epoch)
+        self.step = 0
+        metrics = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                   "train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+        if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
+            metrics["test_loss"], metrics["test_acc"], metrics["test_acc5"] = self.evaluate()
+        metrics["epoch_time"] = elapsed_before + time.perf_counter() - started
+        return metrics
+
+    def _diverged(self, epoch: int) -> SearchDiverged:
+        where = f"a non-finite loss or gradient in epoch {epoch + 1}"
+        last = (f"the last good checkpoint is {self.out_dir / CHECKPOINT}" if self.out_dir is not None
+                and (self.out_dir / CHECKPOINT).exists() else "no checkpoint was written yet")
+        return SearchDiverged(f"{where}; {last}; lower train.lr or set train.grad_clip")
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float, float]:
+        """Test loss, top-1 and top-5 accuracy (%)."""
+        self.net.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        top1 = torch.zeros((), device=self.device)
+        top5 = torch.zeros((), device=self.device)
+        n = 0
+        for x, y in self.test_data.epoch(0):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                logits = self.net(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            acc1, acc5 = accuracy(logits, y, topk=(1, min(5, logits.shape[1])))
+            top1 += acc1 * y.numel() / 100.0
+            top5 += acc5 * y.numel() / 100.0
+            n += y.numel()
+        self.net.train()
+        return loss_sum.item() / n, 100.0 * top1.item() / n, 100.0 * top5.item() / n
+
+    def run(self) -> dict:
+        """Trains to the last epoch and returns its metrics."""
+        while self.epoch < self.s.epochs:
+            metrics = self.train_epoch(self.epoch)
+            self.epoch += 1
+            self.history.append(metrics)
+            test = f"  test {metrics['test_loss']:.3f} / {metrics['test_acc']:5.2f}%" if "test_acc" in metrics else ""
+            self.log(f"epoch {metrics['epoch']:>3}/{self.s.epochs}  lr {metrics['lr']:.4f}  "
+                     f"train {metrics['train_loss']:.3f} / {metrics['train_acc']:5.1f}%{test}  "
+                     f"{metrics['epoch_time']:.1f}s")
+            if self.out_dir is not None:
+                with open(self.out_dir / METRICS, "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                self._save_checkpoint()
+        return self.history[-1] if self.history else {}
+
+    def summary(self, **extra) -> dict:
+        """What ``final.json`` holds: test accuracy, parameters, FLOPs and epoch times."""
+        last = self.history[-1]
+        shape = tuple(self.test_data.images.shape[1:])
+        return {**extra, "test_acc": last.get("test_acc"), "test_acc5": last.get("test_acc5"),
+                "test_loss": last.get("test_loss"), "epochs": self.s.epochs,
+                "params": count_parameters(self.net, exclude="auxiliary_head"),
+                "params_with_auxiliary": count_parameters(self.net),
+                "flops": count_flops(self.net, shape), "input_shape": list(shape),
+                "epoch_times": [m["epoch_time"] for m in self.history],
+                "train_time": sum(m["epoch_time"] for m in self.history)}
+
+    def write_summary(self, **extra) -> dict:
+        """Writes ``final.json`` atomically and returns it."""
+        record = self.summary(**extra)
+        if self.out_dir is not None:
+            text = json.dumps(record, indent=2) + "\n"
+            atomic_write(self.out_dir / FINAL, lambda f: f.write(text), mode="w")
+        return record
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """Weights, optimizer, schedule, position, metrics and RNG states."""
+        return {"format": 1, "epoch": self.epoch, "step": self.step, "partial": self._partial,
+                "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "metrics": self.history}
+
+    def resume(self, checkpoint: str | Path) -> None:
+        """Continues from a checkpoint; rewrites the metrics file to the epochs it covers."""
+        state = load_checkpoint(checkpoint)
+        if "optimizer" not in state:
+            raise UserError(f"{str(checkpoint)!r} is a search checkpoint, not one of train_final.py")
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.epoch, self.step, self._partial = state["epoch"], state["step"], state["partial"]
+        self.history = list(state["metrics"])
+        if self.out_dir is not None:
+            for torn in self.out_dir.glob(".*.tmp"):
+                torn.unlink()
+            with open(self.out_dir / METRICS, "w") as f:
+                f.writelines(json.dumps(m) + "\n" for m in self.history)
+
+    def _save_checkpoint(self) -> None:
+        if self.out_dir is not None:
+            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict())
