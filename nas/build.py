@@ -7,10 +7,12 @@ from pathlib import Path
 import torch
 
 from .config import Config
-from .data import SearchData, build_search_data, load_dataset
+from .data import SearchData, TensorLoader, build_search_data, load_dataset
 from .errors import UserError
+from .genotype import load_genotype
 from .search import Searcher
 from .space import get_space
+from .train import FinalTrainer
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,12 +42,17 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def _load(cfg: Config, train: bool):
+    d = cfg.data
+    return load_dataset(d.dataset, root=d.root, train=train, download=d.download, image_size=d.image_size,
+                        synthetic_size=d.synthetic_size, synthetic_classes=d.synthetic_classes,
+                        seed=cfg.seed, num_workers=d.num_workers)
+
+
 def build_search_data_from_config(cfg: Config, device: torch.device) -> SearchData:
     """Loads the configured training set and splits it for the search."""
     d = cfg.data
-    images = load_dataset(d.dataset, root=d.root, train=True, download=d.download, image_size=d.image_size,
-                          synthetic_size=d.synthetic_size, synthetic_classes=d.synthetic_classes,
-                          seed=cfg.seed, num_workers=d.num_workers)
+    images = _load(cfg, train=True)
     data_device = device if d.device_resident else torch.device("cpu")
     data = build_search_data(images, d.split, d.batch_size, augment=d.augment, seed=cfg.seed, device=data_device)
     return data
@@ -55,9 +62,43 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
     """Builds data, supernet and loop for a validated config."""
     device = resolve_device(cfg.device)
     space = get_space(cfg.model.space)
+    if cfg.model.derivation and cfg.model.derivation not in space.derivation_rules:
+        raise UserError(f"config key 'model.derivation' must be one of {', '.join(space.derivation_rules)} "
+                        f"for {space.name}, got {cfg.model.derivation!r}")
     seed_everything(cfg.seed, cfg.deterministic)
     data = build_search_data_from_config(cfg, device)
     torch.manual_seed(cfg.seed)  # the supernet's initial weights do not depend on how the data was built
     supernet = space.build_supernet(mode=cfg.model.mode, num_classes=data.num_classes, C=cfg.model.C,
                                     N=cfg.model.N, in_channels=data.in_channels).to(device)
-    return Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log)
+    return Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log,
+                    derivation=cfg.model.derivation)
+
+
+def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | Path | None = None,
+                        log=print):
+    """Builds the discrete network of a genotype file, its data and its training loop.
+
+    Returns:
+        ``(trainer, space, genotype)``.
+
+    Raises:
+        UserError: if the genotype belongs to another space than ``model.space``.
+    """
+    device = resolve_device(cfg.device)
+    space, genotype = load_genotype(genotype_path)
+    if space.name != cfg.model.space:
+        raise UserError(f"{str(genotype_path)!r} holds a {space.name} genotype but the config searches "
+                        f"{cfg.model.space!r}; set model.space={space.name} (and its model.C/model.N)")
+    seed_everything(cfg.seed, cfg.deterministic)
+    d, t = cfg.data, cfg.train
+    train_set, test_set = _load(cfg, train=True), _load(cfg, train=False)
+    data_device = device if d.device_resident else torch.device("cpu")
+    train = TensorLoader(train_set, d.batch_size, shuffle=True, augment=d.augment, seed=cfg.seed,
+                         device=data_device, cutout=d.cutout)
+    test = TensorLoader(test_set, max(d.batch_size, 256), shuffle=False, augment=False, drop_last=False,
+                        device=data_device)
+    torch.manual_seed(cfg.seed)
+    network = space.build_network(genotype, num_classes=train_set.num_classes, C=cfg.model.C, N=cfg.model.N,
+                                  in_channels=train_set.images.shape[1], auxiliary=t.auxiliary_weight > 0,
+                                  drop_path_prob=t.drop_path_prob)
+    return FinalTrainer(network.to(device), train, test, t, out_dir=out_dir, log=log), space, genotype

@@ -61,7 +61,8 @@ class ModelConfig:
     space: str = "nb201"
     mode: str = "gdas"            # gdas | snas | darts
     C: int = 16                   # channels of the first stage
-    N: int = 5                    # cells per stage
+    N: int = 5                    # cells per stage (DARTS: normal cells per stage, 3N + 2 cells in all)
+    derivation: str = ""          # how the genotype is derived; "" = the space's default (see README)
 
 
 @dataclass

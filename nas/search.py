@@ -74,12 +74,14 @@ class Searcher:
         seed: Seeds the Gumbel sampler's generator.
         out_dir: Run directory (checkpoint, metrics, genotype); None writes nothing.
         log: Where epoch summaries go (``print`` by default).
+        derivation: The space's derivation rule (None: its default).
     """
 
     def __init__(self, supernet: Supernet, space: SearchSpace, data: SearchData,
                  settings: SearchConfig | None = None, seed: int = 0, out_dir: str | Path | None = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, derivation: str | None = None):
         self.supernet, self.space, self.data = supernet, space, data
+        self.derivation = derivation or None
         self.s = settings or SearchConfig()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.log = log
@@ -265,7 +267,7 @@ class Searcher:
             metrics["skipped_steps"] = counts["skipped"]
         if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
             metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val_eval)
-        metrics["genotype"] = self.space.format(self.space.derive_genotype(probs))
+        metrics["genotype"] = self.space.format(self.space.derive_genotype(probs, self.derivation))
         metrics["probabilities"] = {g: [[round(v, 5) for v in row] for row in p.tolist()] for g, p in probs.items()}
         metrics["entropy"] = {g: [round(v, 5) for v in e.tolist()] for g, e in entropy.items()}
         metrics["epoch_time"] = elapsed
@@ -297,8 +299,9 @@ class Searcher:
     def genotype_record(self) -> dict:
         """The current derived genotype with probabilities, as written to ``genotype.yaml``."""
         probs = self.supernet.architecture.probabilities()
-        return genotype_record(self.space, self.space.derive_genotype(probs), probs,
-                               mode=self.supernet.mode, epoch=self.epoch)
+        return genotype_record(self.space, self.space.derive_genotype(probs, self.derivation), probs,
+                               mode=self.supernet.mode, derivation=self.derivation or self.space.derivation_rules[0],
+                               epoch=self.epoch)
 
     def state_dict(self) -> dict:
         """Everything needed to continue: weights, logits, optimizers, schedule, RNG states, position, metrics."""

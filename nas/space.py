@@ -19,6 +19,7 @@ class SearchSpace:
 
     name: str = ""
     op_names: tuple[str, ...] = ()
+    derivation_rules: tuple[str, ...] = ("argmax",)  # the first is the default
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, **kwargs: Any) -> Supernet:
         """Builds the search supernet whose forward returns class logits."""
@@ -28,8 +29,13 @@ class SearchSpace:
         """Builds the discrete network of a genotype (a record or its string)."""
         raise NotImplementedError
 
-    def derive_genotype(self, probabilities: dict[str, torch.Tensor]) -> Any:
-        """Derives the discrete genotype from per-group probabilities ``[num_edges, num_ops]``."""
+    def derive_genotype(self, probabilities: dict[str, torch.Tensor], rule: str | None = None) -> Any:
+        """Derives the discrete genotype from per-group probabilities ``[num_edges, num_ops]``.
+
+        Args:
+            probabilities: group -> ``softmax(logits)``.
+            rule: One of ``derivation_rules``; None for the space's default.
+        """
         raise NotImplementedError
 
     def parse(self, text: str) -> Any:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+from timm.models import register_model
 from timm.layers import drop_path
 
 from nas.architecture import Architecture, ArchSample
@@ -147,8 +148,8 @@ def _literal(node: ast.AST, field: str, bad: Callable[[str], UserError]) -> Any:
     # range(a, b): DARTS prints a concat it built with range() this way.
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
             and not node.keywords and 1 <= len(node.args) <= 3):
-        try:
-            return list(range(*(ast.literal_eval(a) for a in node.args)))
+        try:  # kept a range, not listed, until _check_concat has bounded it
+            return range(*(ast.literal_eval(a) for a in node.args))
         except (ValueError, TypeError):
             raise bad(f"field {field!r} is a range() of non-integers") from None
     try:
@@ -171,13 +172,15 @@ def _check_cell(pairs: Any, field: str, bad: Callable[[str], UserError]) -> None
             raise bad(f"unknown op {op!r} in {field!r} (DARTS ops: {', '.join(OP_NAMES)})")
         node = e // 2 + 2
         if not 0 <= j < node:
-            raise bad(f"edge {e} of {field!r} feeds node {node} from input {j}, out of range (inputs 0..{node - 1})")
+            raise bad(f"edge {e} of {field!r} feeds node {node} from input {j}, "
+                      f"out of range (inputs 0..{node - 1})")
 
 
 def _check_concat(concat: Any, field: str, bad: Callable[[str], UserError]) -> None:
     nodes = range(2, NUM_NODES + 2)
-    if (not isinstance(concat, (list, tuple)) or not concat or len(set(concat)) != len(concat)
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s in nodes for s in concat)):
+    if (not isinstance(concat, (list, tuple, range)) or not concat
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s in nodes for s in concat)
+            or len(set(concat)) != len(concat)):
         raise bad(f"{field!r} must list distinct nodes among {list(nodes)}, got {concat!r}")
 
 
@@ -210,11 +213,15 @@ def derive_genotype(probabilities: dict[str, torch.Tensor], rule: str = "darts")
             raise ValueError(f"probabilities[{group!r}] has shape {tuple(probs.shape)}, "
                              f"expected ({len(EDGES)}, {len(OP_NAMES)})")
         rows = probs.tolist()
-        cells[group] = []
-        for to in range(2, NUM_NODES + 2):
-            cells[group] += pick([rows[e] for e, (t, _) in enumerate(EDGES) if t == to])  # row j = input j
-    concat = list(range(2, NUM_NODES + 2))
-    return Genotype(normal=cells["normal"], normal_concat=concat, reduce=cells["reduce"], reduce_concat=list(concat))
+        cells[group] = [pair for to in range(2, NUM_NODES + 2)
+                        for pair in pick([rows[e] for e, (t, _) in enumerate(EDGES) if t == to])]  # row j: input j
+    return _full_concat(cells)
+
+
+def _full_concat(cells: dict[str, list[tuple[str, int]]]) -> Genotype:
+    """The genotype of two cells that concatenate all their nodes, as every searched DARTS cell does."""
+    nodes = range(2, NUM_NODES + 2)
+    return Genotype(normal=cells["normal"], normal_concat=list(nodes), reduce=cells["reduce"], reduce_concat=list(nodes))
 
 
 _REAL_OPS = [k for k, name in enumerate(OP_NAMES) if name != "none"]
@@ -411,6 +418,7 @@ class DartsSpace(SearchSpace):
 
     name = "darts"
     op_names = OP_NAMES
+    derivation_rules = DERIVATION_RULES
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 2,
                        in_channels: int = 3) -> DartsSupernet:
@@ -423,8 +431,8 @@ class DartsSpace(SearchSpace):
         return NetworkCIFAR(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
                             auxiliary=auxiliary, drop_path_prob=drop_path_prob)
 
-    def derive_genotype(self, probabilities: dict[str, torch.Tensor], rule: str = "darts") -> Genotype:
-        return derive_genotype(probabilities, rule)
+    def derive_genotype(self, probabilities: dict[str, torch.Tensor], rule: str | None = None) -> Genotype:
+        return derive_genotype(probabilities, rule or "darts")
 
     def parse(self, text: str) -> Genotype:
         return parse_genotype(text)
@@ -453,8 +461,26 @@ class DartsSpace(SearchSpace):
                 inputs = sorted(torch.randperm(to, generator=generator)[:2].tolist())  # uniform distinct pair
                 ops = torch.randint(len(_REAL_OPS), (2,), generator=generator).tolist()
                 cells[kind] += [(OP_NAMES[_REAL_OPS[k]], j) for k, j in zip(ops, inputs)]
-        concat = list(range(2, NUM_NODES + 2))
-        return Genotype(normal=cells["normal"], normal_concat=concat, reduce=cells["reduce"], reduce_concat=list(concat))
+        return _full_concat(cells)
 
 
-register_space(DartsSpace())
+DARTS_SPACE = register_space(DartsSpace())
+
+
+@register_model
+def darts_network(pretrained: bool = False, genotype: str | Genotype = "", num_classes: int = 10, C: int = 36,
+                  N: int = 6, in_chans: int = 3, auxiliary: bool = False, drop_path_prob: float = 0.0,
+                  **kwargs) -> NetworkCIFAR:
+    """timm entry point: ``timm.create_model("darts_network", genotype="Genotype(...)", num_classes=10)``.
+
+    ``kwargs`` takes what timm's factory passes along (``pretrained_cfg``,
+    ``cache_dir``, ...), which a searched network has no use for.
+    """
+    if pretrained:
+        raise UserError("no pretrained weights exist for searched DARTS networks; use pretrained=False")
+    if not genotype:
+        raise UserError("darts_network needs genotype='Genotype(normal=[...], ...)' or a name in PUBLISHED")
+    if isinstance(genotype, str) and genotype in PUBLISHED:
+        genotype = PUBLISHED[genotype]
+    return DARTS_SPACE.build_network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_chans,
+                                     auxiliary=auxiliary, drop_path_prob=drop_path_prob)

@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+from timm.models import register_model
 
 from nas.architecture import Architecture, ArchSample
 from nas.choice import ChoiceLayer
@@ -184,14 +185,19 @@ class NB201Space(SearchSpace):
                        in_channels: int = 3) -> NB201Supernet:
         return NB201Supernet(mode=mode, num_classes=num_classes, C=C, N=N, in_channels=in_channels)
 
-    def build_network(self, genotype, num_classes: int = 10, C: int = 16, N: int = 5,
-                      in_channels: int = 3) -> NB201Network:
+    def build_network(self, genotype, num_classes: int = 10, C: int = 16, N: int = 5, in_channels: int = 3,
+                      auxiliary: bool = False, drop_path_prob: float = 0.0) -> NB201Network:
+        if auxiliary or drop_path_prob:
+            raise UserError("NAS-Bench-201 networks have no auxiliary head or drop path; "
+                            "set train.auxiliary_weight=0 and train.drop_path_prob=0")
         if isinstance(genotype, str):
             genotype = self.parse(genotype)
         return NB201Network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels)
 
-    def derive_genotype(self, probabilities: dict[str, torch.Tensor]) -> NB201Genotype:
+    def derive_genotype(self, probabilities: dict[str, torch.Tensor], rule: str | None = None) -> NB201Genotype:
         # GDAS / NB201 rule: the argmax op of every edge, `none` included.
+        if rule not in (None, "argmax"):
+            raise UserError(f"unknown derivation rule {rule!r} for nb201; it has one: argmax")
         best = probabilities["cell"].argmax(dim=-1).tolist()
         return self._from_edge_ops([self.op_names[k] for k in best])
 
@@ -217,4 +223,19 @@ class NB201Space(SearchSpace):
         return NB201Genotype(tuple(nodes))
 
 
-register_space(NB201Space())
+NB201_SPACE = register_space(NB201Space())
+
+
+@register_model
+def nb201_network(pretrained: bool = False, genotype: str | NB201Genotype = "", num_classes: int = 10,
+                  C: int = 16, N: int = 5, in_chans: int = 3, **kwargs) -> NB201Network:
+    """timm entry point: ``timm.create_model("nb201_network", genotype="|...|", num_classes=10)``.
+
+    ``kwargs`` takes what timm's factory passes along (``pretrained_cfg``,
+    ``cache_dir``, ...), which a searched network has no use for.
+    """
+    if pretrained:
+        raise UserError("no pretrained weights exist for searched NB201 networks; use pretrained=False")
+    if not genotype:
+        raise UserError("nb201_network needs genotype='|op~0|+|...|' (an NB201 arch string)")
+    return NB201_SPACE.build_network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_chans)
