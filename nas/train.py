@@ -167,9 +167,10 @@ class FinalTrainer:
         self.net.train()
         return loss_sum.item() / n, 100.0 * top1.item() / n, 100.0 * top5.item() / n
 
-    def run(self) -> dict:
-        """Trains to the last epoch and returns its metrics."""
-        while self.epoch < self.s.epochs:
+    def run(self, until_epoch: int | None = None) -> dict:
+        """Trains to ``until_epoch`` (default: the last) and returns the latest metrics."""
+        stop = self.s.epochs if until_epoch is None else min(until_epoch, self.s.epochs)
+        while self.epoch < stop:
             metrics = self.train_epoch(self.epoch)
             self.epoch += 1
             self.history.append(metrics)
