@@ -37,27 +37,32 @@ def run(args: argparse.Namespace) -> int:
     elif genotype_path is None:
         raise UserError("--genotype is required: pass RUN_DIR/genotype.yaml of a search")
     trainer, space, genotype = build_final_trainer(cfg, genotype_path)
-    open_run_dir(out, cfg, resume=bool(args.resume))
-    if not args.resume:
-        shutil.copyfile(genotype_path, out / GENOTYPE)
-    trainer.out_dir = out
+    main_rank = trainer.dist.is_main
+    say = print if main_rank else (lambda *a, **k: None)
+    if main_rank:  # only rank 0 writes
+        open_run_dir(out, cfg, resume=bool(args.resume))
+        if not args.resume:
+            shutil.copyfile(genotype_path, out / GENOTYPE)
+        trainer.out_dir = out
+    else:
+        trainer.log = say
     with stop_signals(trainer.request_stop):
         if args.resume and (out / CHECKPOINT).exists():
             trainer.resume(out / CHECKPOINT)
-            print(f"resumed {out} at epoch {trainer.epoch + 1}, step {trainer.step}")
-        print(f"{space.name} network {space.format(genotype)}: {sum(p.numel() for p in trainer.net.parameters()):,} "
-              f"parameters, {cfg.data.dataset}, device {trainer.device}, run dir {out}")
+            say(f"resumed {out} at epoch {trainer.epoch + 1}, step {trainer.step}")
+        say(f"{space.name} network {space.format(genotype)}: {sum(p.numel() for p in trainer.net.parameters()):,} "
+            f"parameters, {cfg.data.dataset}, device {trainer.device}, run dir {out}")
         try:
             trainer.run()
         except SearchInterrupted as e:
-            return report_stop(e, out, "train_final.py")
+            return report_stop(e, out, "train_final.py") if main_rank else 128 + e.signum
         except SearchDiverged as e:
-            print(f"error: {e}", file=sys.stderr)
+            say(f"error: {e}", file=sys.stderr)
             return 1
     record = trainer.write_summary(space=space.name, genotype=space.format(genotype), dataset=cfg.data.dataset)
-    print(f"test accuracy {record['test_acc']:.2f}%  ({record['params']:,} parameters, "
-          f"{record['flops'] / 1e6:.1f} MFLOPs, {record['train_time']:.0f}s training)")
-    print(f"wrote {out / FINAL}")
+    say(f"test accuracy {record['test_acc']:.2f}%  ({record['params']:,} parameters, "
+        f"{record['flops'] / 1e6:.1f} MFLOPs, {record['train_time']:.0f}s training)")
+    say(f"wrote {out / FINAL}")
     return 0
 
 

@@ -21,34 +21,40 @@ def run(args: argparse.Namespace) -> int:
 
     cfg, out = resolve_run(args, DEFAULT_CONFIG, CHECKPOINT)
     searcher = build_searcher(cfg)  # everything that can fail on bad input fails here, before writing
-    open_run_dir(out, cfg, resume=bool(args.resume))
-    searcher.out_dir = out
+    main_rank = searcher.dist.is_main
+    say = print if main_rank else (lambda *a, **k: None)
+    if main_rank:  # only rank 0 writes; the others follow its checkpoint
+        open_run_dir(out, cfg, resume=bool(args.resume))
+        searcher.out_dir = out
+    else:
+        searcher.log = say
     with stop_signals(searcher.request_stop):
         if args.resume and (out / CHECKPOINT).exists():
             searcher.resume(out / CHECKPOINT)
             if searcher.epoch >= cfg.search.epochs:
-                print(f"{out} already finished all {cfg.search.epochs} epochs")
+                say(f"{out} already finished all {cfg.search.epochs} epochs")
             else:
-                print(f"resumed {out} at epoch {searcher.epoch + 1}, step {searcher.step}")
+                say(f"resumed {out} at epoch {searcher.epoch + 1}, step {searcher.step}")
         elif args.resume:
-            print(f"{out} has no checkpoint yet (stopped before its first one): starting it from the beginning")
+            say(f"{out} has no checkpoint yet (stopped before its first one): starting it from the beginning")
         s = searcher.supernet
-        print(f"search space {cfg.model.space} ({cfg.model.mode}), {cfg.data.dataset}: "
-              f"{sum(p.numel() for p in s.weight_parameters()):,} weights, "
-              f"{sum(p.numel() for p in s.arch_parameters())} logits, device {next(s.parameters()).device}, "
-              f"run dir {out}")
+        ranks = f", {searcher.dist.world_size} processes" if searcher.dist.enabled else ""
+        say(f"search space {cfg.model.space} ({cfg.model.mode}), {cfg.data.dataset}: "
+            f"{sum(p.numel() for p in s.weight_parameters()):,} weights, "
+            f"{sum(p.numel() for p in s.arch_parameters())} logits, device {next(s.parameters()).device}{ranks}, "
+            f"run dir {out}")
         try:
             final = searcher.run()
         except SearchInterrupted as e:
-            return report_stop(e, out, "train_search.py")
+            return report_stop(e, out, "train_search.py") if main_rank else 128 + e.signum
         except SearchDiverged as e:
-            print(f"error: {e}", file=sys.stderr)
+            say(f"error: {e}", file=sys.stderr)
             return 1
     if final:
-        print(f"derived genotype: {final['genotype']}")
+        say(f"derived genotype: {final['genotype']}")
         if "val_acc" in final:
-            print(f"val accuracy of the derived architecture (shared weights): {final['val_acc']:.2f}%")
-    print(f"wrote {out / GENOTYPE}")
+            say(f"val accuracy of the derived architecture (shared weights): {final['val_acc']:.2f}%")
+    say(f"wrote {out / GENOTYPE}")
     return 0
 
 

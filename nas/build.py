@@ -8,6 +8,7 @@ import torch
 
 from .config import Config
 from .data import SearchData, TensorLoader, build_search_data, load_dataset
+from .distributed import DistContext, init_distributed
 from .errors import UserError
 from .genotype import load_genotype
 from .search import Searcher
@@ -15,10 +16,15 @@ from .space import get_space
 from .train import FinalTrainer
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``UserError`` if CUDA is asked for and absent."""
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``UserError`` if CUDA is asked for and absent.
+
+    Under ``torchrun`` each process takes the GPU of its local rank.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank:
+        name = f"cuda:{local_rank}"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserError(f"device={name!r} but CUDA is not available here; use device=cpu (or auto)")
@@ -49,29 +55,30 @@ def _load(cfg: Config, train: bool):
                         seed=cfg.seed, num_workers=d.num_workers)
 
 
-def build_search_data_from_config(cfg: Config, device: torch.device) -> SearchData:
+def build_search_data_from_config(cfg: Config, device: torch.device, ctx: DistContext | None = None) -> SearchData:
     """Loads the configured training set and splits it for the search."""
-    d = cfg.data
+    d, ctx = cfg.data, ctx or DistContext()
     images = _load(cfg, train=True)
     data_device = device if d.device_resident else torch.device("cpu")
-    data = build_search_data(images, d.split, d.batch_size, augment=d.augment, seed=cfg.seed, device=data_device)
-    return data
+    return build_search_data(images, d.split, d.batch_size, augment=d.augment, seed=cfg.seed, device=data_device,
+                             rank=ctx.rank, world_size=ctx.world_size)
 
 
 def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) -> Searcher:
     """Builds data, supernet and loop for a validated config."""
-    device = resolve_device(cfg.device)
+    ctx = init_distributed(cfg.device)
+    device = resolve_device(cfg.device, ctx.local_rank)
     space = get_space(cfg.model.space)
     if cfg.model.derivation and cfg.model.derivation not in space.derivation_rules:
         raise UserError(f"config key 'model.derivation' must be one of {', '.join(space.derivation_rules)} "
                         f"for {space.name}, got {cfg.model.derivation!r}")
     seed_everything(cfg.seed, cfg.deterministic)
-    data = build_search_data_from_config(cfg, device)
+    data = build_search_data_from_config(cfg, device, ctx)
     torch.manual_seed(cfg.seed)  # the supernet's initial weights do not depend on how the data was built
     supernet = space.build_supernet(mode=cfg.model.mode, num_classes=data.num_classes, C=cfg.model.C,
                                     N=cfg.model.N, in_channels=data.in_channels).to(device)
     return Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log,
-                    derivation=cfg.model.derivation)
+                    derivation=cfg.model.derivation, dist=ctx)
 
 
 def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | Path | None = None,
@@ -84,7 +91,8 @@ def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | P
     Raises:
         UserError: if the genotype belongs to another space than ``model.space``.
     """
-    device = resolve_device(cfg.device)
+    ctx = init_distributed(cfg.device)
+    device = resolve_device(cfg.device, ctx.local_rank)
     space, genotype = load_genotype(genotype_path)
     if space.name != cfg.model.space:
         raise UserError(f"{str(genotype_path)!r} holds a {space.name} genotype but the config searches "
@@ -93,12 +101,13 @@ def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | P
     d, t = cfg.data, cfg.train
     train_set, test_set = _load(cfg, train=True), _load(cfg, train=False)
     data_device = device if d.device_resident else torch.device("cpu")
+    shard = dict(device=data_device, rank=ctx.rank, world_size=ctx.world_size)
     train = TensorLoader(train_set, d.batch_size, shuffle=True, augment=d.augment, seed=cfg.seed,
-                         device=data_device, cutout=d.cutout)
-    test = TensorLoader(test_set, max(d.batch_size, 256), shuffle=False, augment=False, drop_last=False,
-                        device=data_device)
+                         cutout=d.cutout, **shard)
+    test = TensorLoader(test_set, max(d.batch_size, 256), shuffle=False, augment=False, drop_last=False, **shard)
     torch.manual_seed(cfg.seed)
     network = space.build_network(genotype, num_classes=train_set.num_classes, C=cfg.model.C, N=cfg.model.N,
                                   in_channels=train_set.images.shape[1], auxiliary=t.auxiliary_weight > 0,
                                   drop_path_prob=t.drop_path_prob)
-    return FinalTrainer(network.to(device), train, test, t, out_dir=out_dir, log=log), space, genotype
+    trainer = FinalTrainer(network.to(device), train, test, t, out_dir=out_dir, log=log, dist=ctx)
+    return trainer, space, genotype

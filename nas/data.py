@@ -207,6 +207,8 @@ class TensorLoader:
         augment: Random crop (``data.pad``) and flip (``data.flip``).
         cutout: Side of a square zeroed at a random centre of each image (after
             normalisation, as DARTS does; 0: off). Applied only with ``augment``.
+        rank, world_size: In a multi-process run, each rank yields its slice
+            ``[rank::world_size]`` of every global batch (same order and draws everywhere).
         drop_last: Drop the last incomplete batch.
         seed: Base seed; epoch ``e`` draws its order and augmentation from ``seed``
             and ``e`` alone.
@@ -214,7 +216,8 @@ class TensorLoader:
     """
 
     def __init__(self, data: ImageSet, batch_size: int, shuffle: bool = True, augment: bool = True,
-                 drop_last: bool = True, seed: int = 0, device: torch.device | str = "cpu", cutout: int = 0):
+                 drop_last: bool = True, seed: int = 0, device: torch.device | str = "cpu", cutout: int = 0,
+                 rank: int = 0, world_size: int = 1):
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
@@ -223,6 +226,7 @@ class TensorLoader:
         self.pad = data.pad if augment else 0
         self.flip = data.flip and augment
         self.cutout = cutout if augment else 0
+        self.rank, self.world_size = rank, world_size
         shape = (1, -1, 1, 1)
         self.mean = (torch.tensor(data.mean) * data.scale).view(shape).to(self.device)
         self.inv_std = 1.0 / (torch.tensor(data.std) * data.scale).view(shape).to(self.device)
@@ -247,6 +251,10 @@ class TensorLoader:
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
             draws = self._draw(index.numel(), g)
             if b >= start:
+                if self.world_size > 1:  # this rank's shard of the global batch
+                    shard = slice(self.rank, None, self.world_size)
+                    index = index[shard]
+                    draws = tuple(None if d is None else d[..., shard] for d in draws)
                 yield self._transform(self.images[index], *draws), self.labels[index]
 
     def cycle(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -318,14 +326,17 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
 
 
 def build_search_data(data: ImageSet, split: float, batch_size: int, augment: bool = True, seed: int = 0,
-                      device: torch.device | str = "cpu") -> SearchData:
-    """Splits the training set into weight and architecture halves and wraps each in a loader."""
+                      device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1) -> SearchData:
+    """Splits the training set into weight and architecture halves and wraps each in a loader.
+
+    ``batch_size`` is the global batch; with ``world_size`` ranks each gets a shard of it.
+    """
     train_idx, val_idx = split_indices(len(data), split, seed)
     train_set, val_set = data.subset(train_idx), data.subset(val_idx)
+    shard = dict(device=device, rank=rank, world_size=world_size)
     return SearchData(
-        train=TensorLoader(train_set, batch_size, shuffle=True, augment=augment, seed=seed, device=device),
+        train=TensorLoader(train_set, batch_size, shuffle=True, augment=augment, seed=seed, **shard),
         # Arch steps see the val images with the training transform, as GDAS does.
-        val=TensorLoader(val_set, batch_size, shuffle=True, augment=augment, seed=seed + 1, device=device),
-        val_eval=TensorLoader(val_set, max(batch_size, 256), shuffle=False, augment=False, drop_last=False,
-                              device=device),
+        val=TensorLoader(val_set, batch_size, shuffle=True, augment=augment, seed=seed + 1, **shard),
+        val_eval=TensorLoader(val_set, max(batch_size, 256), shuffle=False, augment=False, drop_last=False, **shard),
         num_classes=data.num_classes, in_channels=data.images.shape[1], image_size=data.images.shape[-1])

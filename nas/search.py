@@ -14,6 +14,7 @@ anywhere resumes onto the same batches, samples and results.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from .architecture import ArchSample
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import SearchConfig
 from .data import SearchData, TensorLoader
+from .distributed import DistContext, all_reduce_sum, any_rank, average_gradients, broadcast_module
 from .errors import UserError
 from .genotype import genotype_record, save_genotype
 from .gumbel import tau_at
@@ -75,12 +77,17 @@ class Searcher:
         out_dir: Run directory (checkpoint, metrics, genotype); None writes nothing.
         log: Where epoch summaries go (``print`` by default).
         derivation: The space's derivation rule (None: its default).
+        dist: This process's place in a multi-process run (None: a single process).
     """
 
     def __init__(self, supernet: Supernet, space: SearchSpace, data: SearchData,
                  settings: SearchConfig | None = None, seed: int = 0, out_dir: str | Path | None = None,
-                 log: Callable[[str], None] = print, derivation: str | None = None):
+                 log: Callable[[str], None] = print, derivation: str | None = None,
+                 dist: DistContext | None = None):
         self.supernet, self.space, self.data = supernet, space, data
+        self.dist = dist or DistContext()
+        if self.dist.enabled:
+            broadcast_module(supernet)  # same weights and logits everywhere, whatever each rank's init did
         self.derivation = derivation or None
         self.s = settings or SearchConfig()
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -112,16 +119,21 @@ class Searcher:
         logits = self.supernet.forward_sample(x, sample)
         return F.cross_entropy(logits, y), (logits.argmax(1) == y).sum()
 
-    def _weight_grad_ok(self, loss: torch.Tensor) -> torch.Tensor:
-        # Clip (or just measure) the weight gradient norm; a non-finite norm flags the step.
-        norm = nn.utils.clip_grad_norm_(self.weight_params, self.s.grad_clip if self.s.grad_clip > 0 else float("inf"))
-        return torch.isfinite(loss) & torch.isfinite(norm)
-
-    def _arch_grad_ok(self, loss: torch.Tensor) -> torch.Tensor:
-        ok = torch.isfinite(loss)
-        for p in self.arch_params:
-            if p.grad is not None:
-                ok = ok & torch.isfinite(p.grad).all()
+    def _backward(self, loss: torch.Tensor, weights: bool, arch: bool) -> torch.Tensor:
+        """Backward, cross-rank gradient averaging, weight clipping; returns the step's finite flag."""
+        loss.backward()
+        finite = torch.isfinite(loss)
+        if self.dist.enabled:  # one all-reduce: the gradients plus every rank's loss flag
+            params = (self.weight_params if weights else []) + (self.arch_params if arch else [])
+            finite = average_gradients(params, self.dist.world_size, extra=(~finite).float()) == 0
+        ok = finite
+        if weights:  # clip (or just measure) the weight gradient norm; a non-finite norm flags the step
+            clip = self.s.grad_clip if self.s.grad_clip > 0 else float("inf")
+            ok = ok & torch.isfinite(nn.utils.clip_grad_norm_(self.weight_params, clip))
+        if arch:
+            for p in self.arch_params:
+                if p.grad is not None:
+                    ok = ok & torch.isfinite(p.grad).all()
         return ok
 
     def _apply(self, optimizers, ok: torch.Tensor) -> torch.Tensor:
@@ -139,8 +151,7 @@ class Searcher:
         sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
         loss, correct = self._forward(x, y, sample.detach())  # the logits learn nothing here
         self.weight_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        ok = self._weight_grad_ok(loss)
+        ok = self._backward(loss, weights=True, arch=False)
         return loss.detach(), correct, ok, self._apply([self.weight_opt], ok)
 
     def arch_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
@@ -149,8 +160,7 @@ class Searcher:
         sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
         loss, correct = self._forward(x, y, sample)
         self.arch_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        ok = self._arch_grad_ok(loss)
+        ok = self._backward(loss, weights=False, arch=True)
         return loss.detach(), correct, ok, self._apply([self.arch_opt], ok)
 
     def joint_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
@@ -160,8 +170,7 @@ class Searcher:
         loss, correct = self._forward(x, y, sample)
         self.weight_opt.zero_grad(set_to_none=True)
         self.arch_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        ok = self._weight_grad_ok(loss) & self._arch_grad_ok(loss)
+        ok = self._backward(loss, weights=True, arch=True)
         return loss.detach(), correct, ok, self._apply([self.weight_opt, self.arch_opt], ok)
 
     @torch.no_grad()
@@ -177,7 +186,11 @@ class Searcher:
             correct += (logits.argmax(1) == y).sum()
             n += y.numel()
         self.supernet.train()
-        return loss_sum.item() / n, 100.0 * correct.item() / n
+        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(n), device=loss_sum.device)])
+        if self.dist.enabled:  # each rank saw its shard of the val split
+            all_reduce_sum(totals)
+        loss_sum, correct, n = totals.tolist()
+        return loss_sum / n, 100.0 * correct / n
 
     # ----------------------------------------------------------------- epochs
     def _diverged(self, epoch: int, step: int) -> SearchDiverged:
@@ -235,20 +248,29 @@ class Searcher:
                 pending = (~ok).long()
             self.step = step + 1
             every = s.checkpoint_every and self.step % s.checkpoint_every == 0 and self.step < len(self.data.train)
-            if self.stop_signal is not None or every:
+            stop = self.stop_signal is not None
+            if self.dist.enabled:  # every rank must stop at the same step
+                stop = any_rank(stop, device)
+                self.stop_signal = self.stop_signal or (signal.SIGTERM if stop else None)
+            if stop or every:
                 if int(pending):
                     raise self._diverged(epoch, step)
                 self._partial = {**{k: v.item() for k, v in sums.items()}, **counts,
                                  "elapsed": elapsed_before + time.perf_counter() - started}
                 self._save_checkpoint()
                 self._partial = None
-                if self.stop_signal is not None:
+                if stop:
                     bar.close()
                     raise SearchInterrupted(self.stop_signal, epoch, self.step)
         bar.close()
         if int(pending):
             raise self._diverged(epoch, self.step - 1)
         self.step = 0
+        if self.dist.enabled:  # sums over every rank's shard
+            reduced = all_reduce_sum(torch.stack([*sums.values(), *(torch.tensor(float(counts[k]), device=device)
+                                                                      for k in ("seen", "arch_seen"))]))
+            sums = dict(zip(_SUMS, reduced[:len(_SUMS)]))
+            counts = {**counts, "seen": int(reduced[-2].item()), "arch_seen": int(reduced[-1].item())}
         totals = {k: v.item() for k, v in sums.items()}  # the epoch's one sync for the running sums
         return self._epoch_metrics(epoch, tau, totals, counts, elapsed_before + time.perf_counter() - started)
 

@@ -7,6 +7,7 @@ and stop-signal behaviour as the search loop.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import TensorLoader
+from .distributed import DistContext, all_reduce_sum, any_rank, average_gradients, broadcast_module
 from .errors import UserError
 from .search import CHECKPOINT, METRICS, SearchDiverged, SearchInterrupted
 
@@ -58,12 +60,16 @@ class FinalTrainer:
         settings: A ``TrainConfig``.
         out_dir: Run directory; None writes nothing.
         log: Where epoch summaries go.
+        dist: This process's place in a multi-process run (gradients averaged, data sharded).
     """
 
     def __init__(self, network: nn.Module, train: TensorLoader, test: TensorLoader,
                  settings: TrainConfig | None = None, out_dir: str | Path | None = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, dist: DistContext | None = None):
         self.net, self.train_data, self.test_data = network, train, test
+        self.dist = dist or DistContext()
+        if self.dist.enabled:
+            broadcast_module(network)
         self.s = settings or TrainConfig()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.log = log
@@ -113,6 +119,9 @@ class FinalTrainer:
             loss, logits = self._loss(x, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.dist.enabled:  # average gradients; every rank learns of any rank's non-finite loss
+                bad = bad | (average_gradients(list(self.net.parameters()), self.dist.world_size,
+                                               extra=(~torch.isfinite(loss)).float()) > 0)
             norm = nn.utils.clip_grad_norm_(self.net.parameters(), s.grad_clip if s.grad_clip > 0 else float("inf"))
             bad = bad | ~(torch.isfinite(loss) & torch.isfinite(norm))
             self.optimizer.step()
@@ -121,22 +130,30 @@ class FinalTrainer:
             seen += y.numel()
             self.step = step + 1
             every = s.checkpoint_every and self.step % s.checkpoint_every == 0 and self.step < len(self.train_data)
-            if self.stop_signal is not None or every:
+            stop = self.stop_signal is not None
+            if self.dist.enabled:  # every rank must stop at the same step
+                stop = any_rank(stop, self.device)
+                self.stop_signal = self.stop_signal or (signal.SIGTERM if stop else None)
+            if stop or every:
                 if bool(bad):
                     raise self._diverged(epoch)
                 self._partial = {"loss": loss_sum.item(), "correct": correct.item(), "seen": seen,
                                  "elapsed": elapsed_before + time.perf_counter() - started}
                 self._save_checkpoint()
                 self._partial = None
-                if self.stop_signal is not None:
+                if stop:
                     bar.close()
                     raise SearchInterrupted(self.stop_signal, epoch, self.step)
         bar.close()
         if bool(bad):  # one check per epoch: a diverged epoch is never checkpointed
             raise self._diverged(epoch)
         self.step = 0
+        totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
+        if self.dist.enabled:
+            all_reduce_sum(totals)
+        loss_total, correct_total, seen = totals.tolist()
         metrics = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-                   "train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+                   "train_loss": loss_total / seen, "train_acc": 100.0 * correct_total / seen}
         if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
             metrics["test_loss"], metrics["test_acc"], metrics["test_acc5"] = self.evaluate()
         metrics["epoch_time"] = elapsed_before + time.perf_counter() - started
@@ -165,7 +182,11 @@ class FinalTrainer:
             top5 += acc5 * y.numel() / 100.0
             n += y.numel()
         self.net.train()
-        return loss_sum.item() / n, 100.0 * top1.item() / n, 100.0 * top5.item() / n
+        totals = torch.stack([loss_sum, top1, top5, torch.tensor(float(n), device=self.device)])
+        if self.dist.enabled:
+            all_reduce_sum(totals)
+        loss_sum, top1, top5, n = totals.tolist()
+        return loss_sum / n, 100.0 * top1 / n, 100.0 * top5 / n
 
     def run(self, until_epoch: int | None = None) -> dict:
         """Trains to ``until_epoch`` (default: the last) and returns the latest metrics."""

@@ -1,0 +1,282 @@
+"""Pictures of a search run: ``python -m nas.report RUN_DIR [--out DIR]``.
+
+Reads what a search writes (``metrics.jsonl``, ``genotype.yaml``,
+``config.yaml``; a run still in progress is fine) and writes PNGs into
+``RUN_DIR/report/``:
+
+* ``probabilities_<group>.png``: every edge's op probabilities over the epochs;
+* ``heatmap_<group>.png``: the final probabilities, edges x ops;
+* ``curves.png``: losses, accuracies and two convergence signals (entropy and
+  the top probability of every edge, with the epochs where the cell changed);
+* ``tau.png``: the temperature (and learning-rate) schedule;
+* ``cell_<kind>.png`` and ``cell_<kind>.dot``: the derived cell(s).
+
+matplotlib is an optional dependency (``pip install -e ".[viz]"``); without it
+``write_report`` raises ``VizDependencyMissing`` and the CLI exits 0 with a note.
+Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas, never
+through pyplot, so no display is needed and no global backend is changed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import UserError
+
+REPORT_DIR = "report"
+DPI = 120
+INSTALL_HINT = 'pip install -e ".[viz]"'
+STYLE = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 9,
+         "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 12.5,
+         "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
+
+
+class VizDependencyMissing(ImportError):
+    """matplotlib is not installed; the message says how to install it."""
+
+
+@dataclass
+class SearchRun:
+    """What the report needs from a run directory.
+
+    Attributes:
+        run_dir: The run directory.
+        metrics: One dict per finished epoch (``metrics.jsonl``).
+        config: The resolved config (empty if ``config.yaml`` is missing).
+        space: The search space.
+        genotype: The derived genotype of the last epoch (the space's record).
+        edge_names: group -> edge names, in logit row order.
+        op_names: Op names, in logit column order.
+    """
+
+    run_dir: Path
+    metrics: list[dict]
+    config: dict
+    space: Any
+    genotype: Any
+    edge_names: dict[str, list[str]]
+    op_names: list[str]
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """(epochs, values) of a metric, skipping the epochs that lack it (val is not every epoch)."""
+        rows = [(m["epoch"], m[key]) for m in self.metrics if m.get(key) is not None]
+        return [r[0] for r in rows], [r[1] for r in rows]
+
+    def title(self) -> str:
+        """A one-line description: run name, space, mode, dataset, epochs done."""
+        model, data = self.config.get("model", {}), self.config.get("data", {})
+        total = self.config.get("search", {}).get("epochs", "?")
+        parts = [self.run_dir.resolve().name, self.space.name, model.get("mode", ""), data.get("dataset", "")]
+        return " | ".join(p for p in parts if p) + f" | epoch {self.metrics[-1]['epoch']}/{total}"
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {str(path)!r}: {str(e).splitlines()[0]}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    lines = path.read_text().splitlines()
+    metrics = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            metrics.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # a running search may be half-way through appending it
+                break
+            raise UserError(f"{str(path)!r} line {number} is not JSON; is this a metrics file of a search?") from None
+    if not metrics:
+        raise UserError(f"{str(path)!r} has no finished epoch yet; run the report after the first epoch")
+    if not all("probabilities" in m and "epoch" in m for m in metrics):
+        raise UserError(f"{str(path)!r} lacks per-epoch 'probabilities'; it is not a search's metrics file")
+    return metrics
+
+
+def load_run(run_dir: str | Path) -> SearchRun:
+    """Reads a finished or running search's directory.
+
+    Raises:
+        UserError: if the directory or its ``metrics.jsonl`` is missing or unreadable.
+    """
+    import search_spaces  # noqa: F401  (registers the spaces get_space looks up)
+    from .space import get_space
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {str(run_dir)!r} does not exist; pass the --out directory of a search")
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise UserError(f"{str(run_dir)!r} has no metrics.jsonl; pass the --out directory of train_search.py")
+    metrics = _read_metrics(run_dir / "metrics.jsonl")
+    config, record = _read_yaml(run_dir / "config.yaml"), _read_yaml(run_dir / "genotype.yaml")
+    groups = set(metrics[-1]["probabilities"])
+    name = config.get("model", {}).get("space") or record.get("space") or ("nb201" if groups == {"cell"} else "darts")
+    space = get_space(str(name))
+    # The genotype must match the plotted probabilities: genotype.yaml is written
+    # just after the metrics line, so while a search runs it may lag one epoch.
+    text = record.get("genotype") if record.get("epoch") == metrics[-1]["epoch"] else None
+    genotype = space.parse(str(text or metrics[-1]["genotype"]))
+    edge_names, op_names = space.edge_names(), list(space.op_names)
+    for group, probs in metrics[-1]["probabilities"].items():  # a custom op list: fall back to numbers
+        if len(probs) != len(edge_names.get(group, [])) or len(probs[0]) != len(op_names):
+            edge_names[group] = [f"edge {e}" for e in range(len(probs))]
+            op_names = op_names if len(probs[0]) == len(op_names) else [f"op {k}" for k in range(len(probs[0]))]
+    return SearchRun(run_dir, metrics, config, space, genotype, edge_names, op_names)
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise VizDependencyMissing(f"the search report needs matplotlib, which is not installed: "
+                                   f"{INSTALL_HINT}") from e
+    return matplotlib, Figure, FigureCanvasAgg
+
+
+def op_colors(op_names: list[str]) -> dict[str, Any]:
+    """One fixed colour per op, the same in every figure (``none`` is grey)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if len(op_names) <= 10 else "tab20"]
+    colors, k = {}, 0
+    for name in op_names:
+        if name == "none":
+            colors[name] = (0.55, 0.55, 0.55, 1.0)
+        else:
+            colors[name] = cmap(k if k != 7 else 9)  # tab10's 7 is grey: keep grey for `none`
+            k += 1
+    return colors
+
+
+def convergence(run: SearchRun) -> dict[str, Any]:
+    """Per-epoch convergence signals.
+
+    Returns:
+        ``epochs``; per group the mean, min and max over edges of the top
+        probability (``max_prob``) and of the entropy divided by ``log(num_ops)``
+        (``entropy``: 1 is uniform, 0 is one-hot); ``changes``: the epochs whose
+        derived genotype differs from the epoch before.
+    """
+    log_k = math.log(len(run.op_names))
+    out: dict[str, Any] = {"epochs": [m["epoch"] for m in run.metrics], "max_prob": {}, "entropy": {}}
+    for group in run.metrics[-1]["probabilities"]:
+        tops = [[max(row) for row in m["probabilities"][group]] for m in run.metrics]
+        ents = [[e / log_k for e in m["entropy"][group]] if "entropy" in m else
+                [-sum(p * math.log(p) for p in row if p > 0) / log_k for row in m["probabilities"][group]]
+                for m in run.metrics]
+        out["max_prob"][group] = [(sum(t) / len(t), min(t), max(t)) for t in tops]
+        out["entropy"][group] = [(sum(e) / len(e), min(e), max(e)) for e in ents]
+    out["changes"] = [b["epoch"] for a, b in zip(run.metrics, run.metrics[1:]) if a.get("genotype") != b.get("genotype")]
+    return out
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Writes the report's PNGs (and the cells' ``.dot`` files) for a search run.
+
+    Args:
+        run_dir: The search's run directory (finished or still running).
+        out_dir: Where to write; default ``RUN_DIR/report``.
+
+    Returns:
+        The written files.
+
+    Raises:
+        VizDependencyMissing: if matplotlib is not installed (an ``ImportError``).
+        UserError: for a missing or unreadable run directory, or an unwritable ``out_dir``.
+    """
+    from . import report_figures as figures
+
+    matplotlib, Figure, Canvas = _matplotlib()
+    run = load_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / REPORT_DIR
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create report directory {str(out)!r}: {e.strerror}") from None
+
+    def save(fig, name: str) -> Path:
+        Canvas(fig)  # the Agg canvas: PNG output without pyplot or a display
+        path = out / name
+        try:
+            fig.savefig(path, dpi=DPI)
+        except OSError as e:
+            raise UserError(f"cannot write {str(path)!r}: {e.strerror}") from None
+        return path
+
+    written: list[Path] = []
+    with matplotlib.rc_context(STYLE):
+        colors = op_colors(run.op_names)
+        for group in run.metrics[-1]["probabilities"]:
+            written.append(save(figures.probabilities_figure(Figure, run, group, colors), f"probabilities_{group}.png"))
+            written.append(save(figures.heatmap_figure(Figure, run, group), f"heatmap_{group}.png"))
+        written.append(save(figures.curves_figure(Figure, run, convergence(run)), "curves.png"))
+        written.append(save(figures.tau_figure(Figure, run), "tau.png"))
+        for kind, edges in run.space.cell_graphs(run.genotype).items():
+            written.append(save(figures.cell_figure(Figure, run, kind, edges, colors), f"cell_{kind}.png"))
+            dot = out / f"cell_{kind}.dot"
+            dot.write_text(figures.cell_dot(kind, edges))
+            written.append(dot)
+    return written
+
+
+def try_write_report(run_dir: str | Path, out_dir: str | Path | None = None,
+                     log: Callable[[str], None] = print) -> list[Path]:
+    """``write_report`` for the end of a search: never raises, logs one line instead.
+
+    The search's results are already on disk when it runs, so a missing
+    matplotlib (or any plotting problem) must not turn a finished search into a failed one.
+    """
+    try:
+        paths = write_report(run_dir, out_dir)
+    except VizDependencyMissing:
+        log(f"note: no report pictures (matplotlib is not installed): {INSTALL_HINT}")
+        return []
+    except Exception as e:  # noqa: BLE001  (best effort, see above)
+        log(f"note: the report could not be written ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            f"retry with python -m nas.report {run_dir} --debug")
+        return []
+    log(f"wrote the report ({len(paths)} files) to {paths[0].parent if paths else out_dir}")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok or no matplotlib, 2 bad input)."""
+    parser = argparse.ArgumentParser(prog="python -m nas.report",
+                                     description="Plot a search run: probabilities, curves, tau, derived cells.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of train_search.py")
+    parser.add_argument("--out", metavar="DIR", help=f"where to write the pictures (default: RUN_DIR/{REPORT_DIR})")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    try:
+        paths = write_report(args.run_dir, args.out)
+    except VizDependencyMissing:
+        print(f"note: no report written: matplotlib is not installed; {INSTALL_HINT}")
+        return 0
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(paths)} files to {paths[0].parent}")
+    for path in paths:
+        print(f"  {path.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
