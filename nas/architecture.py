@@ -80,7 +80,8 @@ class Architecture(nn.Module):
         """
         return self.sample_many(mode, tau, 1)[0][0]
 
-    def sample_many(self, mode: str, tau: float, count: int, carry: torch.Tensor | None = None):
+    def sample_many(self, mode: str, tau: float, count: int, carry: torch.Tensor | None = None,
+                    perturb_first: float = 0.0):
         """Draws ``count`` independent samples with a single device-to-host transfer.
 
         The search loop draws the weight step's and the arch step's samples
@@ -88,19 +89,30 @@ class Architecture(nn.Module):
         bring a small int tensor (a non-finite flag) to the host in the same
         transfer, so an iteration costs one synchronisation.
 
+        ``perturb_first`` > 0 adds uniform noise U(-e, e) to the logits of the
+        first sample only (SDARTS-RS random smoothing of the weight step's
+        architecture; the noise comes from the sampler's generator).
+
         Returns:
             ``(samples, carried)``: a list of ``ArchSample`` and ``carry`` as a
             list of ints (None when no ``carry`` was given).
         """
-        if mode == "darts":
-            samples = [ArchSample({g: torch.softmax(l.float(), dim=-1) for g, l in self.logits.items()})
-                       for _ in range(count)]
-            return samples, (None if carry is None else carry.reshape(-1).tolist())
         generator = self._generator()
+
+        def logits_of(k: int) -> dict[str, torch.Tensor]:
+            if k or not perturb_first:
+                return dict(self.logits.items())
+            return {g: l + (2 * torch.rand(l.shape, generator=generator, device=l.device) - 1) * perturb_first
+                    for g, l in self.logits.items()}
+
+        if mode == "darts":
+            samples = [ArchSample({g: torch.softmax(l.float(), dim=-1) for g, l in logits_of(k).items()})
+                       for k in range(count)]
+            return samples, (None if carry is None else carry.reshape(-1).tolist())
         drawn, indices = [], []
-        for _ in range(count):
+        for k in range(count):
             weights, index = {}, {}
-            for group, logits in self.logits.items():
+            for group, logits in logits_of(k).items():
                 soft, hard, idx = gumbel_softmax_sample(logits, tau=tau, generator=generator)
                 weights[group] = hard if mode == "gdas" else soft
                 index[group] = idx

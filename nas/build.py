@@ -78,7 +78,8 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
     supernet = space.build_supernet(mode=cfg.model.mode, num_classes=data.num_classes, C=cfg.model.C,
                                     N=cfg.model.N, in_channels=data.in_channels).to(device)
     return Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log,
-                    derivation=cfg.model.derivation, dist=ctx)
+                    derivation=cfg.model.derivation, max_skip=cfg.model.max_skip,
+                    max_parameter_free=cfg.model.max_parameter_free, dist=ctx)
 
 
 def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | Path | None = None,

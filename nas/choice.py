@@ -24,6 +24,8 @@ class ChoiceLayer(nn.Module):
         # Ops that contribute exactly zero to a soft mixture (and whose weight's
         # gradient is exactly zero), so the soft modes skip them.
         self._nonzero = [i for i, name in enumerate(self.op_names) if name != "none"]
+        # DARTS-: an auxiliary identity path beta * x, beta decayed 1 -> 0 by the search loop.
+        self.skip_beta = 0.0
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None = None) -> torch.Tensor:
         """Mixes the ops.
@@ -37,11 +39,14 @@ class ChoiceLayer(nn.Module):
             ``[B, C_out, H_out, W_out]``.
         """
         if index is None:  # snas / darts: every op, weighted
-            return sum(weights[i] * self.ops[i](x) for i in self._nonzero)
-        out = self.ops[index](x)
-        if not weights.requires_grad:  # the weight step: the sample is exactly one-hot
-            return out
-        # GDAS: weights[index] == 1.0 exactly, so the value is op(x); the other ops
-        # enter as scalars whose value is exactly 0 but whose gradient reaches their
-        # logits (sum(w) - w[index] has value 1 - 1 = 0 and gradient 1 for j != index).
-        return weights[index] * out + (weights.sum() - weights[index])
+            out = sum(weights[i] * self.ops[i](x) for i in self._nonzero)
+        elif not weights.requires_grad:  # the weight step: the sample is exactly one-hot
+            out = self.ops[index](x)
+        else:
+            # GDAS: weights[index] == 1.0 exactly, so the value is op(x); the other ops
+            # enter as scalars whose value is exactly 0 but whose gradient reaches their
+            # logits (sum(w) - w[index] has value 1 - 1 = 0 and gradient 1 for j != index).
+            out = weights[index] * self.ops[index](x) + (weights.sum() - weights[index])
+        if self.skip_beta and out.shape == x.shape:
+            out = out + self.skip_beta * x
+        return out

@@ -63,6 +63,8 @@ class ModelConfig:
     C: int = 16                   # channels of the first stage
     N: int = 5                    # cells per stage (DARTS: normal cells per stage, 3N + 2 cells in all)
     derivation: str = ""          # how the genotype is derived; "" = the space's default (see README)
+    max_skip: int = -1            # derivation cap: skip connections per cell (-1: no cap)
+    max_parameter_free: int = -1  # derivation cap: pooling + skip edges per cell (-1: no cap)
 
 
 @dataclass
@@ -81,6 +83,9 @@ class SearchConfig:
     arch_lr: float = 3e-4
     arch_betas: list = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
+    arch_grad_clip: float = 0.0   # max grad norm of the logits; 0 disables
+    aux_skip: bool = False        # DARTS-: identity path on every edge, scaled by beta decaying 1 -> 0
+    perturb_logits: float = 0.0   # SDARTS-RS: U(-e, e) noise on the logits of the weight step's sample
     tau_schedule: str = "linear"  # linear | exponential | cosine | constant
     tau_max: float = 10.0
     tau_min: float = 0.1
@@ -199,8 +204,11 @@ def _check(cfg: Config) -> None:
     need(m.N >= 1, "model.N", f"must be >= 1, got {m.N}")
     need(s.epochs >= 1, "search.epochs", f"must be >= 1, got {s.epochs}")
     need(0 <= s.warmup_epochs, "search.warmup_epochs", f"must be >= 0, got {s.warmup_epochs}")
-    for key in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr", "arch_weight_decay"):
+    for key in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr", "arch_weight_decay",
+                "arch_grad_clip", "perturb_logits"):
         need(getattr(s, key) >= 0, f"search.{key}", f"must be >= 0, got {getattr(s, key)}")
+    need(m.max_skip >= -1, "model.max_skip", f"must be >= -1 (-1: no cap), got {m.max_skip}")
+    need(m.max_parameter_free >= -1, "model.max_parameter_free", f"must be >= -1 (-1: no cap), got {m.max_parameter_free}")
     need(s.lr_min <= s.lr, "search.lr_min", f"must be <= search.lr ({s.lr}), got {s.lr_min}")
     need(len(s.arch_betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in s.arch_betas),
          "search.arch_betas", f"must be two numbers in [0, 1), got {s.arch_betas}")

@@ -27,6 +27,8 @@ from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
 from .architecture import ArchSample
+from .choice import ChoiceLayer
+from .derive import derive_with_caps
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import SearchConfig
 from .data import SearchData, TensorLoader
@@ -77,14 +79,16 @@ class Searcher:
         out_dir: Run directory (checkpoint, metrics, genotype); None writes nothing.
         log: Where epoch summaries go (``print`` by default).
         derivation: The space's derivation rule (None: its default).
+        max_skip, max_parameter_free: Derivation caps per cell (-1: none; see ``nas.derive``).
         dist: This process's place in a multi-process run (None: a single process).
     """
 
     def __init__(self, supernet: Supernet, space: SearchSpace, data: SearchData,
                  settings: SearchConfig | None = None, seed: int = 0, out_dir: str | Path | None = None,
                  log: Callable[[str], None] = print, derivation: str | None = None,
-                 dist: DistContext | None = None):
+                 max_skip: int = -1, max_parameter_free: int = -1, dist: DistContext | None = None):
         self.supernet, self.space, self.data = supernet, space, data
+        self.max_skip, self.max_parameter_free = max_skip, max_parameter_free
         self.dist = dist or DistContext()
         if self.dist.enabled:
             broadcast_module(supernet)  # same weights and logits everywhere, whatever each rank's init did
@@ -98,10 +102,15 @@ class Searcher:
         self.epoch = 0          # epochs completed
         self.step = 0           # steps completed inside the current epoch
         self.history: list[dict] = []
+        self.choice_layers = [m for m in supernet.modules() if isinstance(m, ChoiceLayer)]
         self.stop_signal: int | None = None
         self._partial: dict | None = None  # running sums of an epoch resumed mid-way
         self._weights_trainable = True
         supernet.architecture.seed(seed)
+
+    def derive(self, probabilities: dict[str, torch.Tensor]):
+        """The genotype of these probabilities under the configured rule and caps."""
+        return derive_with_caps(self.space, probabilities, self.derivation, self.max_skip, self.max_parameter_free)
 
     def request_stop(self, signum: int) -> None:
         """Asks the loop to checkpoint and stop after the current step (signal-handler safe)."""
@@ -131,6 +140,8 @@ class Searcher:
             clip = self.s.grad_clip if self.s.grad_clip > 0 else float("inf")
             ok = ok & torch.isfinite(nn.utils.clip_grad_norm_(self.weight_params, clip))
         if arch:
+            if self.s.arch_grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.arch_params, self.s.arch_grad_clip)
             for p in self.arch_params:
                 if p.grad is not None:
                     ok = ok & torch.isfinite(p.grad).all()
@@ -212,6 +223,12 @@ class Searcher:
         self.supernet.train()
         search_arch = epoch >= s.warmup_epochs
         bilevel = search_arch and s.bilevel
+        # SDARTS-RS perturbs only a weight step's sample (single level has none of its own).
+        perturb = s.perturb_logits if (bilevel or not search_arch) else 0.0
+        if s.aux_skip:  # DARTS-: beta decays linearly from 1 to 0 over the search
+            beta = max(0.0, 1.0 - epoch / max(1, s.epochs - 1))
+            for layer in self.choice_layers:
+                layer.skip_beta = beta
         device = self.data.train.device
         partial = self._partial or {}
         self._partial = None
@@ -225,7 +242,8 @@ class Searcher:
                    desc=f"epoch {epoch + 1}/{s.epochs}", leave=False,
                    disable=not (s.progress and sys.stderr.isatty()))
         for step, (x, y) in enumerate(bar, start=start):
-            samples, carried = arch.sample_many(self.supernet.mode, tau, 2 if bilevel else 1, carry=pending)
+            samples, carried = arch.sample_many(self.supernet.mode, tau, 2 if bilevel else 1, carry=pending,
+                                                perturb_first=perturb)
             if carried[0]:
                 raise self._diverged(epoch, step - 1)
             if search_arch and not s.bilevel:
@@ -289,7 +307,7 @@ class Searcher:
             metrics["skipped_steps"] = counts["skipped"]
         if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
             metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val_eval)
-        metrics["genotype"] = self.space.format(self.space.derive_genotype(probs, self.derivation))
+        metrics["genotype"] = self.space.format(self.derive(probs))
         metrics["probabilities"] = {g: [[round(v, 5) for v in row] for row in p.tolist()] for g, p in probs.items()}
         metrics["entropy"] = {g: [round(v, 5) for v in e.tolist()] for g, e in entropy.items()}
         metrics["epoch_time"] = elapsed
@@ -321,7 +339,7 @@ class Searcher:
     def genotype_record(self) -> dict:
         """The current derived genotype with probabilities, as written to ``genotype.yaml``."""
         probs = self.supernet.architecture.probabilities()
-        return genotype_record(self.space, self.space.derive_genotype(probs, self.derivation), probs,
+        return genotype_record(self.space, self.derive(probs), probs,
                                mode=self.supernet.mode, derivation=self.derivation or self.space.derivation_rules[0],
                                epoch=self.epoch)
 

@@ -54,6 +54,10 @@ class SearchSpace:
         """cell kind -> ``(from_node, to_node, op)`` edges of the derived cell, ``none`` left out (for diagrams)."""
         raise NotImplementedError
 
+    def genotype_edges(self, genotype: Any) -> list[tuple[str, int, str]]:
+        """The ``(group, logit row, op)`` of every edge the genotype keeps (for derivation caps)."""
+        raise NotImplementedError
+
     def random_genotype(self, generator: torch.Generator | None = None) -> Any:
         """A genotype drawn uniformly from the space."""
         raise NotImplementedError

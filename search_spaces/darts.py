@@ -453,6 +453,11 @@ class DartsSpace(SearchSpace):
             graphs[kind] = edges
         return graphs
 
+    def genotype_edges(self, genotype: Genotype) -> list[tuple[str, int, str]]:
+        # Pair k of a cell feeds node k // 2 (state k // 2 + 2) from input state j.
+        return [(kind, EDGES.index((e // 2 + 2, j)), op) for kind in GROUPS
+                for e, (op, j) in enumerate(getattr(genotype, kind))]
+
     def random_genotype(self, generator: torch.Generator | None = None) -> Genotype:
         cells = {}
         for kind in GROUPS:

@@ -213,6 +213,9 @@ class NB201Space(SearchSpace):
     def cell_graphs(self, genotype: NB201Genotype) -> dict[str, list[tuple[str, str, str]]]:
         return {"cell": [(str(j), str(i), op) for (i, j), op in zip(EDGES, genotype.edge_ops()) if op != "none"]}
 
+    def genotype_edges(self, genotype: NB201Genotype) -> list[tuple[str, int, str]]:
+        return [("cell", e, op) for e, op in enumerate(genotype.edge_ops())]
+
     def random_genotype(self, generator: torch.Generator | None = None) -> NB201Genotype:
         picks = torch.randint(len(self.op_names), (len(EDGES),), generator=generator).tolist()
         return self._from_edge_ops([self.op_names[k] for k in picks])

@@ -1,0 +1,63 @@
+"""Derivation with caps: at most K edges of a cell may use a given kind of op.
+
+Parameter-free ops (``skip_connect`` above all) win in weight-sharing searches
+because they train fastest, not because they are best (DARTS collapse; see
+P-DARTS and DARTS-). A cap keeps the derived cell from being made of them:
+while a cell uses more capped ops than allowed, the weakest such choice (lowest
+probability) is ruled out and the cell is derived again by the space's own rule.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .errors import UserError
+from .space import SearchSpace
+
+PARAMETER_FREE = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3", "skip")
+
+
+def derive_with_caps(space: SearchSpace, probabilities: dict[str, torch.Tensor], rule: str | None = None,
+                     max_skip: int = -1, max_parameter_free: int = -1) -> Any:
+    """Derives a genotype with at most ``max_skip`` skip connections and ``max_parameter_free``
+    parameter-free ops (``none`` excluded) per cell kind; -1 means no cap.
+
+    Args:
+        space: The search space (its ``derive_genotype`` and ``genotype_edges`` are used).
+        probabilities: group -> ``[num_edges, num_ops]``.
+        rule: The space's derivation rule (None: its default).
+        max_skip: Cap on ``skip_connect`` edges per group.
+        max_parameter_free: Cap on pooling and skip edges per group.
+
+    Returns:
+        The genotype.
+    """
+    caps = []
+    if max_skip >= 0:
+        caps.append(({"skip_connect", "skip"}, max_skip))
+    if max_parameter_free >= 0:
+        caps.append((set(PARAMETER_FREE) - {"none"}, max_parameter_free))
+    probs = {g: p.detach().clone().double().cpu() for g, p in probabilities.items()}
+    genotype = space.derive_genotype(probs, rule)
+    if not caps:
+        return genotype
+    ops = list(space.op_names)
+    for _ in range(sum(p.numel() for p in probs.values())):  # each pass rules one choice out
+        over = None
+        edges = space.genotype_edges(genotype)
+        for capped, cap in caps:
+            for group in probs:
+                used = [(probs[group][e, ops.index(op)].item(), e, op) for g, e, op in edges
+                        if g == group and op in capped]
+                if len(used) > cap:
+                    over = (group, *min(used)[1:])
+                    break
+            if over:
+                break
+        if over is None:
+            return genotype
+        group, e, op = over
+        probs[group][e, ops.index(op)] = -1.0  # never the strongest again
+        genotype = space.derive_genotype(probs, rule)
+    raise UserError("the derivation caps cannot be met in this space; raise model.max_skip / model.max_parameter_free")

@@ -1,0 +1,101 @@
+"""Anti-collapse options: DARTS- auxiliary skip, derivation caps, SDARTS-RS perturbation, logit clipping."""
+import pytest
+import torch
+import torch.nn as nn
+
+import search_spaces
+from nas import ChoiceLayer
+from nas.build import build_searcher
+from nas.config import build_config
+from nas.derive import derive_with_caps
+
+TINY = ["data.dataset=synthetic", "data.synthetic_size=64", "data.image_size=8", "data.batch_size=16",
+        "model.C=4", "model.N=1", "search.epochs=5", "seed=1"]
+
+
+def quiet(*_):
+    pass
+
+
+def test_aux_skip_beta_decays_linearly_from_one_to_zero():
+    searcher = build_searcher(build_config({}, TINY + ["search.aux_skip=true"]), log=quiet)
+    betas = []
+    for epoch in range(5):
+        searcher.train_epoch(epoch)
+        values = {layer.skip_beta for layer in searcher.choice_layers}
+        assert len(values) == 1
+        betas.append(values.pop())
+    assert betas == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+
+
+def test_aux_skip_adds_beta_times_the_input_where_shapes_match():
+    layer = ChoiceLayer({"none": search_spaces.nb201.OPS["none"](4, 4, 1, False, False),
+                         "conv": search_spaces.nb201.OPS["nor_conv_3x3"](4, 4, 1, False, False)})
+    x = torch.randn(2, 4, 6, 6)
+    w = torch.tensor([0.0, 1.0])
+    plain = layer(x, w, 1)
+    layer.skip_beta = 0.3
+    torch.testing.assert_close(layer(x, w, 1), plain + 0.3 * x)
+    torch.testing.assert_close(layer(x, torch.tensor([1.0, 0.0]), 0), 0.3 * x)  # even a sampled `none`
+
+
+def test_without_the_option_the_supernet_output_is_unchanged():
+    searcher = build_searcher(build_config({}, TINY), log=quiet)
+    searcher.train_epoch(0)
+    assert all(layer.skip_beta == 0.0 for layer in searcher.choice_layers)
+
+
+def test_nb201_skip_cap_on_hand_made_probabilities():
+    space = search_spaces.get("nb201")
+    probs = torch.tensor([[0.05, 0.60, 0.10, 0.20, 0.05],   # skip, then conv3
+                          [0.05, 0.50, 0.30, 0.10, 0.05],   # skip, then conv1
+                          [0.05, 0.70, 0.05, 0.15, 0.05],   # skip (strongest: kept)
+                          [0.05, 0.40, 0.05, 0.05, 0.45],   # pool
+                          [0.05, 0.55, 0.05, 0.30, 0.05],   # skip, then conv3
+                          [0.10, 0.20, 0.30, 0.30, 0.10]])  # conv1 (tie with conv3: lower index)
+    uncapped = space.derive_genotype({"cell": probs})
+    assert uncapped.edge_ops().count("skip_connect") == 4
+    capped = derive_with_caps(space, {"cell": probs}, max_skip=1)
+    assert capped.edge_ops() == ["nor_conv_3x3", "nor_conv_1x1", "skip_connect", "avg_pool_3x3",
+                                 "nor_conv_3x3", "nor_conv_1x1"]
+    free = derive_with_caps(space, {"cell": probs}, max_parameter_free=1)
+    assert sum(op in ("skip_connect", "avg_pool_3x3") for op in free.edge_ops()) == 1
+    assert free.edge_ops()[2] == "skip_connect"  # the strongest parameter-free choice survives
+
+
+def test_darts_skip_cap_keeps_each_cell_under_the_cap():
+    space = search_spaces.get("darts")
+    probs = {"normal": torch.full((14, 8), 0.05), "reduce": torch.full((14, 8), 0.05)}
+    probs["normal"][:, 3] = torch.linspace(0.9, 0.5, 14)  # skip_connect everywhere
+    probs["normal"][:, 4] = 0.3                           # sep_conv_3x3 runner-up
+    genotype = derive_with_caps(space, probs, max_skip=2)
+    ops = [op for op, _ in genotype.normal]
+    assert ops.count("skip_connect") == 2 and ops.count("sep_conv_3x3") == 6
+    assert space.derive_genotype(probs).normal.count(("skip_connect", 0)) >= 1  # uncapped: all skip
+    assert [op for op, _ in space.derive_genotype(probs).normal].count("skip_connect") == 8
+
+
+def test_perturbation_touches_only_the_weight_steps_sample():
+    searcher = build_searcher(build_config({}, TINY + ["model.mode=darts", "search.perturb_logits=0.5"]),
+                              log=quiet)
+    seen = {}
+    for name in ("weight_step", "arch_step"):
+        original = getattr(searcher, name)
+        def spy(x, y, sample, original=original, name=name):
+            seen.setdefault(name, sample.weights["cell"].detach().clone())
+            return original(x, y, sample)
+        setattr(searcher, name, spy)
+    logits = searcher.supernet.architecture.logits["cell"].detach().clone()
+    searcher.train_epoch(0)
+    exact = torch.softmax(logits, -1)
+    assert torch.equal(seen["arch_step"], exact)          # the arch step sees the true architecture
+    delta = (seen["weight_step"] - exact).abs().max().item()
+    assert 1e-3 < delta < 0.5                               # the weight step a perturbed one
+
+
+def test_arch_grad_clip_bounds_the_logit_gradient():
+    searcher = build_searcher(build_config({}, TINY + ["search.arch_grad_clip=1e-4"]), log=quiet)
+    x, y = next(searcher.data.val.epoch(0))
+    searcher.arch_step(x, y)
+    grad = searcher.supernet.architecture.logits["cell"].grad
+    assert grad.norm().item() == pytest.approx(1e-4, rel=1e-3)
