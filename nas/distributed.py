@@ -15,6 +15,7 @@ ops, the set of gradients to average is the same on every rank.
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -103,3 +104,33 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t)
     return bool(t.item() > 0)
+
+
+class StopControl:
+    """Stop requests (from signal handlers) and periodic checkpoints inside an epoch.
+
+    In a multi-process run every rank must pause at the same step, so the
+    request is agreed across ranks (one tiny all-reduce per step).
+
+    Args:
+        every: Checkpoint every K steps inside an epoch (0: never).
+        dist: This process's place in the run.
+    """
+
+    def __init__(self, every: int = 0, dist: DistContext | None = None):
+        self.every, self.dist = every, dist or DistContext()
+        self.signal: int | None = None
+
+    def request(self, signum: int) -> None:
+        """Asks the loop to checkpoint and stop after the current step (signal-handler safe)."""
+        self.signal = signum
+
+    def check(self, step_done: int, steps: int, device: torch.device) -> tuple[bool, bool]:
+        """``(stop, checkpoint_due)`` after ``step_done`` of ``steps`` steps of an epoch."""
+        stop = self.signal is not None
+        if self.dist.enabled:
+            stop = any_rank(stop, device)
+            if stop and self.signal is None:
+                self.signal = signal.SIGTERM  # another rank was signalled
+        due = bool(self.every) and step_done % self.every == 0 and step_done < steps
+        return stop, due

@@ -6,7 +6,7 @@ never imports a particular space.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from .errors import UserError
 

@@ -14,7 +14,6 @@ anywhere resumes onto the same batches, samples and results.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from .derive import derive_with_caps
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import SearchConfig
 from .data import SearchData, TensorLoader
-from .distributed import DistContext, all_reduce_sum, any_rank, average_gradients, broadcast_module
+from .distributed import DistContext, StopControl, all_reduce_sum, average_gradients, broadcast_module
 from .errors import UserError
 from .genotype import genotype_record, save_genotype
 from .gumbel import tau_at
@@ -103,7 +102,7 @@ class Searcher:
         self.step = 0           # steps completed inside the current epoch
         self.history: list[dict] = []
         self.choice_layers = [m for m in supernet.modules() if isinstance(m, ChoiceLayer)]
-        self.stop_signal: int | None = None
+        self.control = StopControl(self.s.checkpoint_every, self.dist)
         self._partial: dict | None = None  # running sums of an epoch resumed mid-way
         self._weights_trainable = True
         supernet.architecture.seed(seed)
@@ -114,7 +113,7 @@ class Searcher:
 
     def request_stop(self, signum: int) -> None:
         """Asks the loop to checkpoint and stop after the current step (signal-handler safe)."""
-        self.stop_signal = signum
+        self.control.request(signum)
 
     # ----------------------------------------------------------------- steps
     def _train_weights(self, flag: bool) -> None:
@@ -265,11 +264,7 @@ class Searcher:
             else:
                 pending = (~ok).long()
             self.step = step + 1
-            every = s.checkpoint_every and self.step % s.checkpoint_every == 0 and self.step < len(self.data.train)
-            stop = self.stop_signal is not None
-            if self.dist.enabled:  # every rank must stop at the same step
-                stop = any_rank(stop, device)
-                self.stop_signal = self.stop_signal or (signal.SIGTERM if stop else None)
+            stop, every = self.control.check(self.step, len(self.data.train), device)
             if stop or every:
                 if int(pending):
                     raise self._diverged(epoch, step)
@@ -279,7 +274,7 @@ class Searcher:
                 self._partial = None
                 if stop:
                     bar.close()
-                    raise SearchInterrupted(self.stop_signal, epoch, self.step)
+                    raise SearchInterrupted(self.control.signal, epoch, self.step)
         bar.close()
         if int(pending):
             raise self._diverged(epoch, self.step - 1)

@@ -7,7 +7,6 @@ and stop-signal behaviour as the search loop.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import TensorLoader
-from .distributed import DistContext, all_reduce_sum, any_rank, average_gradients, broadcast_module
+from .distributed import DistContext, StopControl, all_reduce_sum, average_gradients, broadcast_module
 from .errors import UserError
 from .search import CHECKPOINT, METRICS, SearchDiverged, SearchInterrupted
 
@@ -81,12 +80,12 @@ class FinalTrainer:
         self.device = train.device
         self.amp = self.s.amp and self.device.type == "cuda"
         self.epoch, self.step, self.history = 0, 0, []
-        self.stop_signal: int | None = None
+        self.control = StopControl(self.s.checkpoint_every, self.dist)
         self._partial: dict | None = None
 
     def request_stop(self, signum: int) -> None:
         """Checkpoint and stop after the current step."""
-        self.stop_signal = signum
+        self.control.request(signum)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -129,11 +128,7 @@ class FinalTrainer:
             correct += (logits.argmax(1) == y).sum()
             seen += y.numel()
             self.step = step + 1
-            every = s.checkpoint_every and self.step % s.checkpoint_every == 0 and self.step < len(self.train_data)
-            stop = self.stop_signal is not None
-            if self.dist.enabled:  # every rank must stop at the same step
-                stop = any_rank(stop, self.device)
-                self.stop_signal = self.stop_signal or (signal.SIGTERM if stop else None)
+            stop, every = self.control.check(self.step, len(self.train_data), self.device)
             if stop or every:
                 if bool(bad):
                     raise self._diverged(epoch)
@@ -143,7 +138,7 @@ class FinalTrainer:
                 self._partial = None
                 if stop:
                     bar.close()
-                    raise SearchInterrupted(self.stop_signal, epoch, self.step)
+                    raise SearchInterrupted(self.control.signal, epoch, self.step)
         bar.close()
         if bool(bad):  # one check per epoch: a diverged epoch is never checkpointed
             raise self._diverged(epoch)

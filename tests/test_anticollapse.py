@@ -1,7 +1,6 @@
 """Anti-collapse options: DARTS- auxiliary skip, derivation caps, SDARTS-RS perturbation, logit clipping."""
 import pytest
 import torch
-import torch.nn as nn
 
 import search_spaces
 from nas import ChoiceLayer
