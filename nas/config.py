@@ -93,6 +93,8 @@ class SearchConfig:
     checkpoint_every: int = 0     # also checkpoint every K steps inside an epoch (0: at epoch ends only)
     on_nonfinite: str = "stop"    # stop | skip: what a non-finite loss or gradient does
     progress: bool = True         # progress bar when stderr is a terminal
+    amp: bool = False             # bf16 autocast for the supernet's forward on CUDA (ignored on the CPU)
+    channels_last: bool = False   # NHWC activations and weights (often faster convolutions)
 
 
 @dataclass

@@ -98,6 +98,9 @@ class Searcher:
         self.weight_params = supernet.weight_parameters()
         self.arch_params = supernet.arch_parameters()
         self.weight_opt, self.arch_opt, self.scheduler = build_optimizers(supernet, self.s)
+        self.amp = self.s.amp and next(supernet.parameters()).device.type == "cuda"
+        if self.s.channels_last:
+            supernet.to(memory_format=torch.channels_last)
         self.epoch = 0          # epochs completed
         self.step = 0           # steps completed inside the current epoch
         self.history: list[dict] = []
@@ -124,7 +127,11 @@ class Searcher:
             self._weights_trainable = flag
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample):
-        logits = self.supernet.forward_sample(x, sample)
+        if self.s.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.supernet.forward_sample(x, sample)
+        logits = logits.float()
         return F.cross_entropy(logits, y), (logits.argmax(1) == y).sum()
 
     def _backward(self, loss: torch.Tensor, weights: bool, arch: bool) -> torch.Tensor:
