@@ -7,6 +7,7 @@ SIGINT/SIGTERM checkpoint the current step and exit 130/143.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -17,15 +18,24 @@ def run(args: argparse.Namespace) -> int:
     import search_spaces  # noqa: F401  (registers the spaces)
     from nas.build import build_searcher
     from nas.cli import open_run_dir, report_stop, resolve_run, stop_signals
+    from nas.errors import UserError
     from nas.search import CHECKPOINT, GENOTYPE, SearchDiverged, SearchInterrupted
 
     cfg, out = resolve_run(args, DEFAULT_CONFIG, CHECKPOINT)
     searcher = build_searcher(cfg)  # everything that can fail on bad input fails here, before writing
     main_rank = searcher.dist.is_main
     say = print if main_rank else (lambda *a, **k: None)
+    tensorboard = None
     if main_rank:  # only rank 0 writes; the others follow its checkpoint
+        if cfg.search.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise UserError("search.tensorboard=true needs the tensorboard package: pip install tensorboard "
+                            "(or pip install -e \".[viz]\")")
         open_run_dir(out, cfg, resume=bool(args.resume))
         searcher.out_dir = out
+        if cfg.search.tensorboard:
+            from nas.tensorboard import TensorBoardLogger
+            tensorboard = TensorBoardLogger(out / "tensorboard", searcher.space.edge_names(), searcher.space.op_names)
+            searcher.epoch_hooks.append(tensorboard.log_epoch)
     else:
         searcher.log = say
     with stop_signals(searcher.request_stop):
@@ -50,11 +60,17 @@ def run(args: argparse.Namespace) -> int:
         except SearchDiverged as e:
             say(f"error: {e}", file=sys.stderr)
             return 1
+        finally:
+            if tensorboard is not None:
+                tensorboard.close()
     if final:
         say(f"derived genotype: {final['genotype']}")
         if "val_acc" in final:
             say(f"val accuracy of the derived architecture (shared weights): {final['val_acc']:.2f}%")
     say(f"wrote {out / GENOTYPE}")
+    if main_rank and cfg.search.report:
+        from nas.report import try_write_report
+        try_write_report(out, log=say)
     return 0
 
 

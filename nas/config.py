@@ -95,6 +95,8 @@ class SearchConfig:
     progress: bool = True         # progress bar when stderr is a terminal
     amp: bool = False             # bf16 autocast for the supernet's forward on CUDA (ignored on the CPU)
     channels_last: bool = False   # NHWC activations and weights (often faster convolutions)
+    tensorboard: bool = False     # also log to RUN_DIR/tensorboard (needs the tensorboard package)
+    report: bool = True           # write the PNG report (RUN_DIR/report) at the end; needs matplotlib
 
 
 @dataclass

@@ -226,7 +226,11 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list
             written.append(save(figures.heatmap_figure(Figure, run, group), f"heatmap_{group}.png"))
         written.append(save(figures.curves_figure(Figure, run, convergence(run)), "curves.png"))
         written.append(save(figures.tau_figure(Figure, run), "tau.png"))
-        for kind, edges in run.space.cell_graphs(run.genotype).items():
+        try:
+            cells = run.space.cell_graphs(run.genotype)
+        except NotImplementedError:  # a space without diagrams still gets every other figure
+            cells = {}
+        for kind, edges in cells.items():
             written.append(save(figures.cell_figure(Figure, run, kind, edges, colors), f"cell_{kind}.png"))
             dot = out / f"cell_{kind}.dot"
             dot.write_text(figures.cell_dot(kind, edges))

@@ -10,6 +10,7 @@ from typing import Any
 
 # Node fill colours of the cell diagrams, as DARTS's plots: inputs green, output yellow.
 INPUT_COLOR, NODE_COLOR, OUTPUT_COLOR = "#c1e1c1", "#cfe2f3", "#fff2a8"
+WRAP = 8  # columns per row of a cell diagram
 
 
 def _integer_epochs(*axes) -> None:
@@ -59,19 +60,15 @@ def probabilities_figure(Figure, run, group: str, colors: dict[str, Any]):
             ax.set_xlabel("epoch")
     legend_ax = fig.add_subplot(grid[0, :])
     legend_ax.axis("off")
-    handles, labels = axes[0].get_legend_handles_labels()
-    handles.append(_dotted())
-    labels.append(f"uniform 1/{len(ops)}")
+    from matplotlib.lines import Line2D
+
+    # Fresh handles: the first plot's own lines would carry its bold "most likely" width into the legend.
+    handles = [Line2D([], [], color=colors[op], lw=2) for op in ops] + [Line2D([], [], color="black", lw=0.8, ls=":")]
+    labels = ops + [f"uniform 1/{len(ops)}"]
     legend_ax.legend(handles, labels, loc="center", ncol=min(len(labels), 9), frameon=False)
     fig.suptitle(f"{_cell_name(group)}: op probabilities per edge (softmax of the logits; bold = most likely now)\n"
                  f"{run.title()}")
     return fig
-
-
-def _dotted():
-    from matplotlib.lines import Line2D
-
-    return Line2D([], [], color="black", lw=0.8, ls=":")
 
 
 def heatmap_figure(Figure, run, group: str):
@@ -128,11 +125,12 @@ def curves_figure(Figure, run, conv: dict):
         ax.set_xlabel("epoch")
     ent_ax.set_title("architecture entropy per edge (1 = uniform, 0 = decided)")
     top_ax.axhline(1.0 / len(run.op_names), color="black", lw=0.8, ls=":", label=f"uniform 1/{len(run.op_names)}")
-    for i, epoch in enumerate(conv["changes"]):
-        top_ax.axvline(epoch, color="tab:red", lw=0.8, alpha=0.5, label="derived cell changed" if i == 0 else None)
-    top_ax.set_title("top probability per edge; red: epochs where the derived cell changed")
+    if conv["changes"]:  # a rug along the bottom: dense early, absent late = the choice has settled
+        top_ax.plot(conv["changes"], [0.03] * len(conv["changes"]), "|", color="tab:red", ms=14, mew=1.5,
+                    label=f"derived cell changed ({len(conv['changes'])} epochs)")
+    top_ax.set_title("top probability per edge (red ticks: the derived cell changed)")
     ent_ax.legend(loc="lower left")
-    top_ax.legend(loc="best")
+    top_ax.legend(loc="upper left")
     _integer_epochs(loss_ax, acc_ax, ent_ax, top_ax)
     last = run.metrics[-1]["epoch"]
     if not conv["changes"]:
@@ -172,11 +170,14 @@ def tau_figure(Figure, run):
 
 
 def _node_order(edges: list[tuple[str, str, str]], extra_nodes=()) -> list[str]:
-    # Inputs c_{k-2}, c_{k-1} first, then numbered nodes in order, the output c_{k} last.
+    # DARTS inputs c_{k-2}, c_{k-1} first, then numbered nodes in order, then any other name in order of
+    # first appearance (DARTS's output c_{k}; a chain of layers), which every space lists topologically.
+    first_seen = {n: i for i, n in reversed(list(enumerate(n for u, v, _ in edges for n in (u, v))))}
+
     def key(name: str):
         if name.startswith("c_{k-"):
-            return (0, -int(name[5:-1]) if name[5:-1].isdigit() else 0, name)
-        return (1, int(name), "") if name.isdigit() else (2, 0, name)
+            return (0, -int(name[5:-1]) if name[5:-1].isdigit() else 0)
+        return (1, int(name)) if name.isdigit() else (2, first_seen.get(name, 0))
     return sorted({n for u, v, _ in edges for n in (u, v)} | set(extra_nodes), key=key)
 
 
@@ -198,10 +199,15 @@ def cell_layout(edges: list[tuple[str, str, str]], extra_nodes=()) -> tuple[list
     columns: dict[int, list[str]] = {}
     for n in nodes:
         columns.setdefault(depth[n], []).append(n)
+    # A long chain (a macro space's layers) snakes through rows of WRAP columns, every other row
+    # right to left, so that it neither makes one very wide row nor needs an edge across the figure.
+    row_height = 1.7 * max(len(m) for m in columns.values()) + 1.2
     pos = {}
     for d, members in columns.items():
+        row, col = divmod(d, WRAP)
+        x = 2.2 * (col if row % 2 == 0 else WRAP - 1 - col)
         for i, n in enumerate(members):
-            pos[n] = (2.2 * d, 1.7 * ((len(members) - 1) / 2 - i))
+            pos[n] = (x, 1.7 * ((len(members) - 1) / 2 - i) - row_height * row)
     return nodes, pos
 
 

@@ -104,6 +104,7 @@ class Searcher:
         self.epoch = 0          # epochs completed
         self.step = 0           # steps completed inside the current epoch
         self.history: list[dict] = []
+        self.epoch_hooks: list[Callable[[dict], None]] = []  # called with each epoch's metrics (TensorBoard, ...)
         self.choice_layers = [m for m in supernet.modules() if isinstance(m, ChoiceLayer)]
         self.control = StopControl(self.s.checkpoint_every, self.dist)
         self._partial: dict | None = None  # running sums of an epoch resumed mid-way
@@ -324,6 +325,8 @@ class Searcher:
             self.history.append(metrics)
             self._log_epoch(metrics)
             self._write(metrics)
+            for hook in self.epoch_hooks:
+                hook(metrics)
         return self.history[-1] if self.history else {}
 
     def _log_epoch(self, m: dict) -> None:
