@@ -46,9 +46,15 @@ class Architecture(nn.Module):
         groups: group name -> ``(num_edges, num_ops)``.
         op_names: The candidate op names, in logit column order.
         init_std: Standard deviation of the initial logits (GDAS uses 1e-3).
+        allowed: group -> bool ``[num_edges, num_ops]``, False where an op does not
+            exist on that edge (e.g. a skip where shapes change). Such an op is
+            never sampled or derived: its logit reads as -1e9 and gets no gradient.
     """
 
-    def __init__(self, groups: dict[str, tuple[int, int]], op_names: list[str], init_std: float = 1e-3):
+    MASKED_LOGIT = -1e9  # finite, so the sampler's "finite in, finite out" still holds
+
+    def __init__(self, groups: dict[str, tuple[int, int]], op_names: list[str], init_std: float = 1e-3,
+                 allowed: dict[str, torch.Tensor] | None = None):
         super().__init__()
         self.op_names = list(op_names)
         for name, (num_edges, num_ops) in groups.items():
@@ -57,6 +63,18 @@ class Architecture(nn.Module):
         self.logits = nn.ParameterDict(
             {name: nn.Parameter(init_std * torch.randn(e, k)) for name, (e, k) in groups.items()})
         self.generator: torch.Generator | None = None
+        self.masked = sorted(allowed or {})
+        for group, mask in (allowed or {}).items():
+            if tuple(mask.shape) != tuple(groups[group]):
+                raise ValueError(f"mask of group {group!r} has shape {tuple(mask.shape)}, expected {groups[group]}")
+            self.register_buffer(f"allowed_{group}", mask.bool().clone())
+
+    def masked_logits(self) -> dict[str, torch.Tensor]:
+        """group -> the logits with unavailable ops set to ``MASKED_LOGIT`` (what every sample reads)."""
+        if not self.masked:
+            return dict(self.logits.items())
+        return {g: (torch.where(getattr(self, f"allowed_{g}"), l, self.MASKED_LOGIT) if g in self.masked else l)
+                for g, l in self.logits.items()}
 
     def seed(self, seed: int) -> torch.Generator:
         """Creates the sampler's own ``torch.Generator`` on the logits' device."""
@@ -101,9 +119,9 @@ class Architecture(nn.Module):
 
         def logits_of(k: int) -> dict[str, torch.Tensor]:
             if k or not perturb_first:
-                return dict(self.logits.items())
+                return self.masked_logits()
             return {g: l + (2 * torch.rand(l.shape, generator=generator, device=l.device) - 1) * perturb_first
-                    for g, l in self.logits.items()}
+                    for g, l in self.masked_logits().items()}
 
         if mode == "darts":
             samples = [ArchSample({g: torch.softmax(l.float(), dim=-1) for g, l in logits_of(k).items()})
@@ -128,7 +146,7 @@ class Architecture(nn.Module):
         if mode != "gdas":
             return self.sample("darts", 1.0)
         weights, indices = {}, {}
-        for group, logits in self.logits.items():
+        for group, logits in self.masked_logits().items():
             index = logits.detach().argmax(dim=-1)
             weights[group] = torch.zeros_like(logits, dtype=torch.float32).scatter_(-1, index[:, None], 1.0)
             indices[group] = index
@@ -154,13 +172,13 @@ class Architecture(nn.Module):
     @torch.no_grad()
     def probabilities(self) -> dict[str, torch.Tensor]:
         """group -> ``softmax(logits)`` ``[num_edges, num_ops]`` on the CPU."""
-        return {g: torch.softmax(l.float(), dim=-1).cpu() for g, l in self.logits.items()}
+        return {g: torch.softmax(l.float(), dim=-1).cpu() for g, l in self.masked_logits().items()}
 
     @torch.no_grad()
     def entropy(self) -> dict[str, torch.Tensor]:
         """group -> per-edge entropy (nats) of ``softmax(logits)``, ``[num_edges]``."""
         out = {}
-        for g, l in self.logits.items():
+        for g, l in self.masked_logits().items():
             logp = torch.log_softmax(l.float(), dim=-1)
             out[g] = -(logp.exp() * logp).sum(-1).cpu()
         return out

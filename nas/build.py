@@ -1,12 +1,14 @@
 """Config -> objects: the one place that translates a ``Config`` into constructor arguments."""
 from __future__ import annotations
 
+import inspect
 import random
 from pathlib import Path
 
 import torch
 
 from .config import Config
+from .cost import CostObjective
 from .data import SearchData, TensorLoader, build_search_data, load_dataset
 from .distributed import DistContext, init_distributed
 from .errors import UserError
@@ -32,6 +34,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         if index is not None and index >= torch.cuda.device_count():
             raise UserError(f"device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
     return torch.device(name)
+
+
+def _input_size(builder, image_size: int) -> dict:
+    # Spaces whose layout depends on the image size (mobilenet: CIFAR or ImageNet strides) take it.
+    return {"input_size": image_size} if "input_size" in inspect.signature(builder).parameters else {}
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -76,10 +83,12 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
     data = build_search_data_from_config(cfg, device, ctx)
     torch.manual_seed(cfg.seed)  # the supernet's initial weights do not depend on how the data was built
     supernet = space.build_supernet(mode=cfg.model.mode, num_classes=data.num_classes, C=cfg.model.C,
-                                    N=cfg.model.N, in_channels=data.in_channels).to(device)
+                                    N=cfg.model.N, in_channels=data.in_channels,
+                                    **_input_size(space.build_supernet, data.image_size)).to(device)
+    cost = CostObjective.from_config(cfg.cost, supernet, (data.in_channels, data.image_size, data.image_size))
     return Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log,
                     derivation=cfg.model.derivation, max_skip=cfg.model.max_skip,
-                    max_parameter_free=cfg.model.max_parameter_free, dist=ctx)
+                    max_parameter_free=cfg.model.max_parameter_free, dist=ctx, cost=cost)
 
 
 def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | Path | None = None,
@@ -109,6 +118,7 @@ def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | P
     torch.manual_seed(cfg.seed)
     network = space.build_network(genotype, num_classes=train_set.num_classes, C=cfg.model.C, N=cfg.model.N,
                                   in_channels=train_set.images.shape[1], auxiliary=t.auxiliary_weight > 0,
-                                  drop_path_prob=t.drop_path_prob)
+                                  drop_path_prob=t.drop_path_prob,
+                                  **_input_size(space.build_network, train_set.images.shape[-1]))
     trainer = FinalTrainer(network.to(device), train, test, t, out_dir=out_dir, log=log, dist=ctx)
     return trainer, space, genotype

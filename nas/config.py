@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from .architecture import MODES
+from .cost import CostConfig
 from .errors import UserError
 from .gumbel import TAU_SCHEDULES
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = ("digits", "digits_clutter", "cifar10", "cifar100", "imagefolder", "synthetic")
 
 
 class _Loader(yaml.SafeLoader):
@@ -40,7 +41,7 @@ def _yaml_load(text: str):
 class DataConfig:
     """Where the images come from and how they are split and batched."""
 
-    dataset: str = "digits"       # digits | cifar10 | cifar100 | imagefolder | synthetic
+    dataset: str = "digits"       # digits | digits_clutter | cifar10 | cifar100 | imagefolder | synthetic
     root: str = "data"            # dataset folder (cifar*, imagefolder)
     download: bool = False        # let torchvision fetch CIFAR into root
     split: float = 0.5            # fraction of the training set used for weights; the rest is val
@@ -130,6 +131,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
     def to_dict(self) -> dict:
         """Plain nested dict (what ``config.yaml`` holds)."""
@@ -232,6 +234,7 @@ def _check(cfg: Config) -> None:
     need(0 <= t.drop_path_prob < 1, "train.drop_path_prob", f"must be in [0, 1), got {t.drop_path_prob}")
     need(t.eval_every >= 0, "train.eval_every", f"must be >= 0, got {t.eval_every}")
     need(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
+    cfg.cost.validate()
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device",
          f"must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
 

@@ -30,6 +30,7 @@ from .choice import ChoiceLayer
 from .derive import derive_with_caps
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import SearchConfig
+from .cost import CostObjective
 from .data import SearchData, TensorLoader
 from .distributed import DistContext, StopControl, all_reduce_sum, average_gradients, broadcast_module
 from .errors import UserError
@@ -80,13 +81,16 @@ class Searcher:
         derivation: The space's derivation rule (None: its default).
         max_skip, max_parameter_free: Derivation caps per cell (-1: none; see ``nas.derive``).
         dist: This process's place in a multi-process run (None: a single process).
+        cost: A cost-aware objective added to the architecture's loss (None: plain cross-entropy).
     """
 
     def __init__(self, supernet: Supernet, space: SearchSpace, data: SearchData,
                  settings: SearchConfig | None = None, seed: int = 0, out_dir: str | Path | None = None,
                  log: Callable[[str], None] = print, derivation: str | None = None,
-                 max_skip: int = -1, max_parameter_free: int = -1, dist: DistContext | None = None):
+                 max_skip: int = -1, max_parameter_free: int = -1, dist: DistContext | None = None,
+                 cost: CostObjective | None = None):
         self.supernet, self.space, self.data = supernet, space, data
+        self.cost = cost
         self.max_skip, self.max_parameter_free = max_skip, max_parameter_free
         self.dist = dist or DistContext()
         if self.dist.enabled:
@@ -177,6 +181,8 @@ class Searcher:
         self._train_weights(False)
         sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
         loss, correct = self._forward(x, y, sample)
+        if self.cost is not None:  # FLOPs / params / latency term, differentiable through the sample
+            loss = self.cost.loss(loss, sample)
         self.arch_opt.zero_grad(set_to_none=True)
         ok = self._backward(loss, weights=False, arch=True)
         return loss.detach(), correct, ok, self._apply([self.arch_opt], ok)
@@ -186,6 +192,8 @@ class Searcher:
         self._train_weights(True)
         sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
         loss, correct = self._forward(x, y, sample)
+        if self.cost is not None:
+            loss = self.cost.loss(loss, sample)
         self.weight_opt.zero_grad(set_to_none=True)
         self.arch_opt.zero_grad(set_to_none=True)
         ok = self._backward(loss, weights=True, arch=True)
@@ -308,6 +316,8 @@ class Searcher:
             metrics["arch_acc"] = 100.0 * totals["arch_correct"] / counts["arch_seen"]
         if s.on_nonfinite == "skip":
             metrics["skipped_steps"] = counts["skipped"]
+        if self.cost is not None:
+            metrics["derived_cost"] = self.cost.derived_cost(self.supernet.architecture)
         if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
             metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val_eval)
         metrics["genotype"] = self.space.format(self.derive(probs))

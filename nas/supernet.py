@@ -6,10 +6,15 @@ The search loop sees a supernet only through ``arch_parameters()``,
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
 
 from .architecture import MODES, Architecture, ArchSample
+
+if TYPE_CHECKING:
+    from .choice import ChoiceLayer
 
 
 class Supernet(nn.Module):
@@ -53,3 +58,11 @@ class Supernet(nn.Module):
     def forward_sample(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
         """Runs the network under a given sample; implemented by each space."""
         raise NotImplementedError
+
+    def choice_layers(self) -> list[tuple[str, int, "ChoiceLayer"]]:
+        """Every choice layer as ``(group, edge_index, layer)``: it mixes row ``edge_index`` of logit table ``group``.
+
+        Layers that share a row (the same edge in every cell of a kind) are listed once each.
+        Implemented by each space; the cost tables (``nas.cost``) are built from it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not list its choice layers")

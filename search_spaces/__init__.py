@@ -9,6 +9,7 @@ from nas.space import SearchSpace, get_space as get
 
 from . import nb201  # noqa: F401  (registers "nb201")
 from . import darts  # noqa: F401  (registers "darts")
+from . import mobilenet  # noqa: F401  (registers "mobilenet")
 
 
 def names() -> list[str]:

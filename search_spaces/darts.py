@@ -370,6 +370,10 @@ class DartsSupernet(Supernet):
             s0, s1 = s1, cell(s0, s1, sample.weights[group], indices)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
+    def choice_layers(self) -> list[tuple[str, int, ChoiceLayer]]:
+        return [("reduce" if cell.reduction else "normal", e, edge) for cell in self.cells
+                for e, edge in enumerate(cell.edges)]
+
 
 class NetworkCIFAR(nn.Module):
     """The discrete network of a genotype, as DARTS's model.py ``NetworkCIFAR`` trains it.

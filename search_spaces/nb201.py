@@ -157,6 +157,10 @@ class NB201Supernet(Supernet):
             x = cell(x, weights, indices) if isinstance(cell, NB201SearchCell) else cell(x)
         return self.classifier(self.head(x))
 
+    def choice_layers(self) -> list[tuple[str, int, ChoiceLayer]]:
+        return [("cell", e, edge) for cell in self.cells if isinstance(cell, NB201SearchCell)
+                for e, edge in enumerate(cell.edges)]
+
 
 class NB201Network(nn.Module):
     """The discrete NB201 network of a genotype, as the benchmark trains it."""

@@ -290,7 +290,7 @@ def _assert_one_line_error(p: subprocess.CompletedProcess) -> str:
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +305,8 @@ def finished_run(tmp_path_factory):
 def test_cli_run_files(finished_run):
     out, p, files = finished_run
     assert set(files) == {"config.yaml", "metrics.jsonl", "genotype.yaml", "checkpoint.pt"}  # no temp files left
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["report"]
+    assert (out / "report" / "curves.png").stat().st_size > 0  # the end-of-search report
     assert "Traceback" not in p.stderr
     assert str(out / "genotype.yaml") in p.stdout
 

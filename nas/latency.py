@@ -1,0 +1,149 @@
+"""A latency lookup table for the cost-aware search (FBNet's LUT), measured on this device.
+
+    python -m nas.latency --space nb201 --C 16 --N 5 --input-size 32 --in-channels 3 \\
+        --batch 64 --device cpu --out latency.json [--repeats 20]
+
+Times every candidate op of every choice layer alone, at the input shape that
+layer receives in the supernet (captured as in ``nas.cost``) with ``--batch``
+images, and the rest of the network (``base_ms``: the supernet with its choice
+layers stubbed out). Each number is the median over ``--repeats`` timed runs
+after ``--warmup`` runs, of the **forward pass only**, under ``torch.no_grad``
+in eval mode (inference latency, as FBNet's table; search BN still uses batch
+statistics), with a device synchronisation around each run on CUDA. ``none``
+ops are not timed and cost 0.
+
+The JSON holds one entry per choice layer, addressed by its module name (and
+its group and logit row), so ``nas.cost.cost_tables(metric="latency")`` can
+match it to a supernet and refuse one built differently.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .checkpoint import atomic_write
+from .cost import capture_shapes, layer_names, stubbed_choice_layers
+from .errors import UserError
+from .supernet import Supernet
+
+FORMAT = 1
+
+
+def _median_ms(run: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(1e3 * (time.perf_counter() - start))
+    return float(statistics.median(times))
+
+
+@torch.no_grad()
+def profile_latency(supernet: Supernet, input_shape: tuple[int, ...], batch: int = 64, repeats: int = 20,
+                    warmup: int = 5) -> dict:
+    """Measures the latency table of a supernet on its device.
+
+    Args:
+        supernet: The supernet (on the device to measure).
+        input_shape: One image, ``(C, H, W)``.
+        batch: Images per forward pass.
+        repeats: Timed runs per op (the median is kept).
+        warmup: Untimed runs before them.
+
+    Returns:
+        The JSON-ready table (see the module docstring).
+    """
+    device = next(supernet.parameters()).device
+    shapes = capture_shapes(supernet, input_shape)
+    names = layer_names(supernet)
+    was_training = supernet.training
+    supernet.eval()
+    try:
+        with stubbed_choice_layers(supernet, shapes):
+            x = torch.randn(batch, *input_shape, device=device)
+            sample = supernet.architecture.derive("gdas")
+            base_ms = _median_ms(lambda: supernet.forward_sample(x, sample), device, repeats, warmup)
+        layers = []
+        for group, edge, layer in supernet.choice_layers():
+            in_shape = shapes[id(layer)][0]
+            x = torch.randn(batch, *in_shape, device=device)  # [batch, C_in, H, W]
+            ms = [0.0 if name == "none" else _median_ms(lambda: op(x), device, repeats, warmup)
+                  for name, op in zip(layer.op_names, layer.ops)]
+            layers.append({"name": names[id(layer)], "group": group, "edge": edge, "input_shape": list(in_shape),
+                           "ops": list(layer.op_names), "ms": ms})
+    finally:
+        supernet.train(was_training)
+    return {"format": FORMAT, "unit": "ms", "pass": "forward", "supernet": type(supernet).__name__,
+            "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
+            "batch": batch, "repeats": repeats, "warmup": warmup, "input_shape": list(input_shape),
+            "base_ms": base_ms, "layers": layers}
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def build_supernet_for(space_name: str, C: int, N: int, input_size: int, in_channels: int,
+                       num_classes: int = 10) -> Supernet:
+    """The supernet a search with these settings builds (``input_size`` goes to spaces that take it)."""
+    import search_spaces  # registers the spaces
+
+    space = search_spaces.get(space_name)
+    extra = {"input_size": input_size} if "input_size" in inspect.signature(space.build_supernet).parameters else {}
+    return space.build_supernet(mode="gdas", num_classes=num_classes, C=C, N=N, in_channels=in_channels, **extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nas.latency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", required=True, help="search space name (nb201, darts, mobilenet, ...)")
+    parser.add_argument("--C", type=int, required=True, help="model.C of the search")
+    parser.add_argument("--N", type=int, required=True, help="model.N of the search")
+    parser.add_argument("--input-size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--in-channels", type=int, default=3)
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=64, help="images per timed forward pass")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per op (median kept)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs per op first")
+    parser.add_argument("--out", required=True, help="the JSON file to write")
+    args = parser.parse_args(argv)
+    try:
+        for key in ("C", "N", "input_size", "in_channels", "num_classes", "batch", "repeats"):
+            if getattr(args, key) < 1:
+                raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {args.device} but CUDA is not available here; use --device cpu")
+        device = torch.device(args.device)
+        supernet = build_supernet_for(args.space, args.C, args.N, args.input_size, args.in_channels,
+                                      args.num_classes).to(device)
+        table = profile_latency(supernet, (args.in_channels, args.input_size, args.input_size), batch=args.batch,
+                                repeats=args.repeats, warmup=max(args.warmup, 0))
+        table.update(space=args.space, C=args.C, N=args.N)
+        text = json.dumps(table, indent=1) + "\n"
+        atomic_write(Path(args.out), lambda f: f.write(text), mode="w")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n_ops = sum(len(layer["ops"]) for layer in table["layers"])
+    print(f"wrote {args.out}: {len(table['layers'])} choice layers, {n_ops} ops, base {table['base_ms']:.3f} ms "
+          f"(batch {args.batch}, {table['device_name']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
