@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if main_rank:  # only rank 0 writes; the others follow its checkpoint
         if cfg.search.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise UserError("search.tensorboard=true needs the tensorboard package: pip install tensorboard "
-                            "(or pip install -e \".[viz]\")")
+                            "(or pip install -e \".[tensorboard]\")")
         open_run_dir(out, cfg, resume=bool(args.resume))
         searcher.out_dir = out
         if cfg.search.tensorboard:

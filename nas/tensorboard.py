@@ -37,7 +37,7 @@ def _summary_writer_class():
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:
         raise TensorBoardUnavailable(f"TensorBoard logging needs the tensorboard package, which is not "
-                                     f"installed: {INSTALL_HINT} (or pip install -e \".[viz]\")") from e
+                                     f"installed: {INSTALL_HINT} (or pip install -e \".[tensorboard]\")") from e
     return SummaryWriter
 
 

@@ -16,7 +16,7 @@ from nas.cli import open_run_dir
 from nas.config import build_config
 from nas.genotype import load_genotype
 
-matplotlib = pytest.importorskip("matplotlib", reason='the report needs the viz extra: pip install -e ".[viz]"')
+import matplotlib  # noqa: E402  (the test extra includes the viz extra)
 import matplotlib.image  # noqa: E402
 from nas import report  # noqa: E402
 from nas.tensorboard import TensorBoardLogger, TensorBoardUnavailable  # noqa: E402
