@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .ops import add_all
+
 
 class ChoiceLayer(nn.Module):
     """Runs the candidate ops of an edge according to one row of an ``ArchSample``.
@@ -39,7 +41,7 @@ class ChoiceLayer(nn.Module):
             ``[B, C_out, H_out, W_out]``.
         """
         if index is None:  # snas / darts: every op, weighted
-            out = sum(weights[i] * self.ops[i](x) for i in self._nonzero)
+            out = add_all(weights[i] * self.ops[i](x) for i in self._nonzero)
         elif not weights.requires_grad:  # the weight step: the sample is exactly one-hot
             out = self.ops[index](x)
         else:

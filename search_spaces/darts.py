@@ -32,7 +32,7 @@ from timm.layers import drop_path
 from nas.architecture import Architecture, ArchSample
 from nas.choice import ChoiceLayer
 from nas.errors import UserError
-from nas.ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
+from nas.ops import add_all, DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
 from nas.space import SearchSpace, register_space
 from nas.supernet import Supernet
 
@@ -297,7 +297,7 @@ class DartsSearchCell(nn.Module):
         # s0, s1: [B, C_prev_prev | C_prev, H, W]; weights: [14, 8]; indices: 14 ints or None.
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # 2 x [B, C, H, W]
         for to in range(2, NUM_NODES + 2):
-            states.append(sum(self.edges[e](states[j], weights[e], None if indices is None else indices[e])
+            states.append(add_all(self.edges[e](states[j], weights[e], None if indices is None else indices[e])
                               for e, (t, j) in enumerate(EDGES) if t == to))  # [B, C, H', W']
         return torch.cat(states[2:], dim=1)  # [B, 4C, H', W']
 

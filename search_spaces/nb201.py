@@ -22,7 +22,7 @@ from timm.models import register_model
 from nas.architecture import Architecture, ArchSample
 from nas.choice import ChoiceLayer
 from nas.errors import UserError
-from nas.ops import Pooling, ReLUConvBN, ResNetBasicBlock, Zero
+from nas.ops import add_all, Pooling, ReLUConvBN, ResNetBasicBlock, Zero
 from nas.space import SearchSpace, register_space
 from nas.supernet import Supernet
 
@@ -119,7 +119,7 @@ class NB201SearchCell(nn.Module):
         # x: [B, C, H, W]; weights: [6, num_ops]; indices: 6 ints or None.
         nodes = [x]
         for i in range(1, NUM_NODES):
-            nodes.append(sum(self.edges[e](nodes[j], weights[e], None if indices is None else indices[e])
+            nodes.append(add_all(self.edges[e](nodes[j], weights[e], None if indices is None else indices[e])
                              for e, (to, j) in enumerate(EDGES) if to == i))
         return nodes[-1]
 
@@ -134,7 +134,7 @@ class NB201Cell(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
         for i in range(1, NUM_NODES):
-            nodes.append(sum(self.edges[e](nodes[j]) for e, (to, j) in enumerate(EDGES) if to == i))
+            nodes.append(add_all(self.edges[e](nodes[j]) for e, (to, j) in enumerate(EDGES) if to == i))
         return nodes[-1]
 
 
