@@ -29,14 +29,17 @@ hits all of them alike:
   official GDAS ``TinyNetworkGDAS`` driven like ``search_func`` of
   ``exps/NAS-Bench-201-algos/GDAS.py``: zero_grad, forward, CE, backward,
   ``clip_grad_norm_(network.parameters(), 5)``, SGD step; then zero_grad,
-  forward on the val batch, CE, backward, Adam step.
+  forward on the val batch, CE, backward, Adam step. Its cells use
+  ``affine=False, track_running_stats=False`` (the script's BN=0 setting), as
+  this project's supernet does.
 
 Every variant runs the same architecture: the first GDAS sample of the seeded
 supernet is pinned by setting the logits to ``PIN_GAP`` at the sampled op and 0
 elsewhere (ours and the official model's), larger than the spread of any
 Gumbel noise, so every draw (still made, every iteration) picks it again.
-Without the pin, iterations of different samples differ by up to 3x, which
-would swamp the ratios.
+Without the pin, iterations of different samples differ by up to about 3x
+(NAS-Bench-201 seeds 0-2 pick cells costing 0.47-1.34 s per gdas iteration on
+one CPU thread), which would swamp the ratios.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over one iteration
 (reset before it), minus what was allocated at its start, plus the variant's
@@ -49,14 +52,20 @@ re-allocated inside the window so that their frees count), to which the
 persistent tensors are added. Memory that oneDNN or other libraries allocate
 outside PyTorch's allocator is not seen.
 
+Reported per variant: the median iteration time (and quartiles, best, and the
+medians of its weight and arch steps) over the timed rounds, after warm-up;
+ratios are medians over rounds of the per-round ratio (both variants ran in
+that round, so the load of other processes largely cancels) and best/best.
+
 Usage::
 
     python benchmarks/step_time.py                      # CPU, 2 threads, both spaces
     python benchmarks/step_time.py --spaces nb201 --channels-last --json out.json
-    python benchmarks/step_time.py --device cuda --threads 0 --repeats 50 --warmup 10
+    python benchmarks/step_time.py --device cuda --json gpu.json
 
-The markdown table goes to stdout; ``--json PATH`` also writes every number
-(raw per-iteration times included) to PATH. Without ``--json`` nothing is written.
+The markdown table goes to stdout, progress to stderr; ``--json PATH`` also
+writes every number (raw per-iteration times included) to PATH. Without
+``--json`` nothing is written.
 """
 from __future__ import annotations
 
@@ -424,7 +433,12 @@ def pinned_sample(space, args, device):
 
 
 def build_variants(space_name: str, args, device: torch.device) -> tuple[list[Variant], dict, list[str]]:
-    """Every requested variant of a space (contiguous, and channels_last when asked); returns (variants, info, notes)."""
+    """Every requested variant of a space, contiguous and (if asked) channels_last.
+
+    Returns:
+        ``(variants, info, notes)``: the variants in row order, the pinned
+        architecture, and notes for the table (e.g. a skipped official column).
+    """
     space = search_spaces.get(space_name)
     batches = make_batches(args, device)
     supernet, sample = pinned_sample(space, args, device)
@@ -679,9 +693,10 @@ def environment(args, device: torch.device) -> dict:
         "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu": cpu, "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(), "xautodl": xautodl,
-        "command": " ".join(["python", *sys.argv]) if sys.argv and sys.argv[0].endswith(".py") else None,
+        "command": " ".join(["python", "benchmarks/step_time.py", *args.argv]),
         "settings": {"batch": args.batch, "image_size": args.image_size, "classes": args.classes, "C": args.C,
-                     "N": {name: args.N[name] for name in args.spaces}, "repeats": args.repeats, "warmup": args.warmup, "max_seconds": args.max_seconds,
+                     "N": {name: args.N[name] for name in args.spaces}, "repeats": args.repeats,
+                     "warmup": args.warmup, "max_seconds": args.max_seconds,
                      "soft_repeats": args.soft_repeats, "soft_warmup": args.soft_warmup,
                      "channels_last": args.channels_last, "cudnn_benchmark": args.cudnn_benchmark,
                      "seed": args.seed, "pin_gap": PIN_GAP, "tau": TAU},
@@ -706,6 +721,13 @@ def header(env: dict, load_before, load_after) -> str:
     if load_before is not None:
         lines.append(f"load average (1/5/15 min) before: {load_before}, after: {load_after} "
                      "(other processes on the machine; ratios pair variants within a round)")
+        busy = max(load_before[0], load_after[0]) if load_after else load_before[0]
+        if env["device"] == "cpu" and env["logical_cpus"] and busy > env["logical_cpus"]:
+            # Threads of one parallel region wait for each other; with the cores oversubscribed a
+            # descheduled thread stalls every op, so times swing by 2-10x from round to round.
+            lines.append(f"WARNING: load average {busy} exceeds the {env['logical_cpus']} CPUs: other processes "
+                         "share the cores and the times are unreliable; compare the best column, or rerun with "
+                         "--threads 1 or OMP_WAIT_POLICY=PASSIVE")
     return "\n".join(f"- {line}" for line in lines) + "\n"
 
 
@@ -742,6 +764,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", default=None, metavar="PATH", help="also write every number to PATH")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the record of the command
     args.spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for s in args.spaces:
