@@ -10,6 +10,7 @@ import torch
 from .config import Config
 from .cost import CostObjective
 from .data import SearchData, TensorLoader, build_search_data, load_dataset
+from .derive import check_exclusions
 from .distributed import DistContext, init_distributed
 from .errors import UserError
 from .genotype import load_genotype
@@ -79,6 +80,7 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
     if cfg.model.derivation and cfg.model.derivation not in space.derivation_rules:
         raise UserError(f"config key 'model.derivation' must be one of {', '.join(space.derivation_rules)} "
                         f"for {space.name}, got {cfg.model.derivation!r}")
+    check_exclusions(space, cfg.model.derive_exclude)
     seed_everything(cfg.seed, cfg.deterministic)
     data = build_search_data_from_config(cfg, device, ctx)
     torch.manual_seed(cfg.seed)  # the supernet's initial weights do not depend on how the data was built
@@ -88,7 +90,8 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
     cost = CostObjective.from_config(cfg.cost, supernet, (data.in_channels, data.image_size, data.image_size))
     return Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log,
                     derivation=cfg.model.derivation, max_skip=cfg.model.max_skip,
-                    max_parameter_free=cfg.model.max_parameter_free, dist=ctx, cost=cost)
+                    max_parameter_free=cfg.model.max_parameter_free, dist=ctx, cost=cost,
+                    derive_exclude=cfg.model.derive_exclude)
 
 
 def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | Path | None = None,

@@ -66,6 +66,7 @@ class ModelConfig:
     derivation: str = ""          # how the genotype is derived; "" = the space's default (see README)
     max_skip: int = -1            # derivation cap: skip connections per cell (-1: no cap)
     max_parameter_free: int = -1  # derivation cap: pooling + skip edges per cell (-1: no cap)
+    derive_exclude: list = field(default_factory=list)  # ops never derived, e.g. [none] (DARTS's convention)
 
 
 @dataclass
@@ -215,6 +216,8 @@ def _check(cfg: Config) -> None:
         need(getattr(s, key) >= 0, f"search.{key}", f"must be >= 0, got {getattr(s, key)}")
     need(m.max_skip >= -1, "model.max_skip", f"must be >= -1 (-1: no cap), got {m.max_skip}")
     need(m.max_parameter_free >= -1, "model.max_parameter_free", f"must be >= -1 (-1: no cap), got {m.max_parameter_free}")
+    need(all(isinstance(name, str) for name in m.derive_exclude), "model.derive_exclude",
+         f"must be a list of op names, got {m.derive_exclude}")
     need(s.lr_min <= s.lr, "search.lr_min", f"must be <= search.lr ({s.lr}), got {s.lr_min}")
     need(len(s.arch_betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in s.arch_betas),
          "search.arch_betas", f"must be two numbers in [0, 1), got {s.arch_betas}")

@@ -1,14 +1,18 @@
-"""Derivation with caps: at most K edges of a cell may use a given kind of op.
+"""Derivation with exclusions and caps: ops a cell may never use, and at most K
+edges of a cell with a given kind of op.
 
 Parameter-free ops (``skip_connect`` above all) win in weight-sharing searches
 because they train fastest, not because they are best (DARTS collapse; see
 P-DARTS and DARTS-). A cap keeps the derived cell from being made of them:
 while a cell uses more capped ops than allowed, the weakest such choice (lowest
 probability) is ruled out and the cell is derived again by the space's own rule.
+Excluding ``none`` is the DARTS convention (its derivation never keeps a zero
+op, whose weight says little about the edge, only that its other ops are still
+untrained); NAS-Bench-201's GDAS derivation keeps it, so it is a switch here.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -18,10 +22,20 @@ from .space import SearchSpace
 PARAMETER_FREE = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3", "skip")
 
 
+def check_exclusions(space: SearchSpace, exclude: Sequence[str]) -> None:
+    """Raises a one-line ``UserError`` unless every name is an op of the space and one op is left."""
+    for name in exclude:
+        if name not in space.op_names:
+            raise UserError(f"config key 'model.derive_exclude' names {name!r}, which is not an op of "
+                            f"{space.name} (its ops: {', '.join(space.op_names)})")
+    if set(space.op_names) <= set(exclude):
+        raise UserError("config key 'model.derive_exclude' excludes every op; leave at least one out of it")
+
+
 def derive_with_caps(space: SearchSpace, probabilities: dict[str, torch.Tensor], rule: str | None = None,
-                     max_skip: int = -1, max_parameter_free: int = -1) -> Any:
+                     max_skip: int = -1, max_parameter_free: int = -1, exclude: Sequence[str] = ()) -> Any:
     """Derives a genotype with at most ``max_skip`` skip connections and ``max_parameter_free``
-    parameter-free ops (``none`` excluded) per cell kind; -1 means no cap.
+    parameter-free ops (``none`` excluded) per cell kind (-1 means no cap), and none of ``exclude``.
 
     Args:
         space: The search space (its ``derive_genotype`` and ``genotype_edges`` are used).
@@ -29,6 +43,7 @@ def derive_with_caps(space: SearchSpace, probabilities: dict[str, torch.Tensor],
         rule: The space's derivation rule (None: its default).
         max_skip: Cap on ``skip_connect`` edges per group.
         max_parameter_free: Cap on pooling and skip edges per group.
+        exclude: Op names never derived (e.g. ``["none"]``).
 
     Returns:
         The genotype.
@@ -39,10 +54,14 @@ def derive_with_caps(space: SearchSpace, probabilities: dict[str, torch.Tensor],
     if max_parameter_free >= 0:
         caps.append((set(PARAMETER_FREE) - {"none"}, max_parameter_free))
     probs = {g: p.detach().clone().double().cpu() for g, p in probabilities.items()}
+    ops = list(space.op_names)
+    if exclude:
+        check_exclusions(space, exclude)
+        for p in probs.values():  # below every allowed op's probability, so never the strongest
+            p[:, [ops.index(name) for name in exclude]] = -2.0
     genotype = space.derive_genotype(probs, rule)
     if not caps:
         return genotype
-    ops = list(space.op_names)
     for _ in range(sum(p.numel() for p in probs.values())):  # each pass rules one choice out
         over = None
         edges = space.genotype_edges(genotype)

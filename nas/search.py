@@ -17,7 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -80,6 +80,7 @@ class Searcher:
         log: Where epoch summaries go (``print`` by default).
         derivation: The space's derivation rule (None: its default).
         max_skip, max_parameter_free: Derivation caps per cell (-1: none; see ``nas.derive``).
+        derive_exclude: Op names never derived (e.g. ``["none"]``).
         dist: This process's place in a multi-process run (None: a single process).
         cost: A cost-aware objective added to the architecture's loss (None: plain cross-entropy).
     """
@@ -88,10 +89,11 @@ class Searcher:
                  settings: SearchConfig | None = None, seed: int = 0, out_dir: str | Path | None = None,
                  log: Callable[[str], None] = print, derivation: str | None = None,
                  max_skip: int = -1, max_parameter_free: int = -1, dist: DistContext | None = None,
-                 cost: CostObjective | None = None):
+                 cost: CostObjective | None = None, derive_exclude: Sequence[str] = ()):
         self.supernet, self.space, self.data = supernet, space, data
         self.cost = cost
         self.max_skip, self.max_parameter_free = max_skip, max_parameter_free
+        self.derive_exclude = tuple(derive_exclude)
         self.dist = dist or DistContext()
         if self.dist.enabled:
             broadcast_module(supernet)  # same weights and logits everywhere, whatever each rank's init did
@@ -117,7 +119,8 @@ class Searcher:
 
     def derive(self, probabilities: dict[str, torch.Tensor]):
         """The genotype of these probabilities under the configured rule and caps."""
-        return derive_with_caps(self.space, probabilities, self.derivation, self.max_skip, self.max_parameter_free)
+        return derive_with_caps(self.space, probabilities, self.derivation, self.max_skip, self.max_parameter_free,
+                                self.derive_exclude)
 
     def request_stop(self, signum: int) -> None:
         """Asks the loop to checkpoint and stop after the current step (signal-handler safe)."""

@@ -98,3 +98,35 @@ def test_arch_grad_clip_bounds_the_logit_gradient():
     searcher.arch_step(x, y)
     grad = searcher.supernet.architecture.logits["cell"].grad
     assert grad.norm().item() == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_derive_exclude_never_derives_none_and_otherwise_keeps_the_argmax():
+    space = search_spaces.get("nb201")
+    probs = torch.tensor([[0.60, 0.10, 0.15, 0.10, 0.05],   # none, then conv1
+                          [0.05, 0.50, 0.30, 0.10, 0.05],   # skip
+                          [0.40, 0.05, 0.05, 0.45, 0.05],   # conv3 (already ahead of none)
+                          [0.70, 0.05, 0.05, 0.05, 0.15],   # none, then pool
+                          [0.55, 0.05, 0.05, 0.30, 0.05],   # none, then conv3
+                          [0.10, 0.20, 0.30, 0.30, 0.10]])  # conv1 (tie with conv3: lower index)
+    assert space.derive_genotype({"cell": probs}).edge_ops().count("none") == 3
+    derived = derive_with_caps(space, {"cell": probs}, exclude=["none"])
+    assert derived.edge_ops() == ["nor_conv_1x1", "skip_connect", "nor_conv_3x3", "avg_pool_3x3",
+                                  "nor_conv_3x3", "nor_conv_1x1"]
+
+
+@pytest.mark.parametrize("exclude, message", [
+    (["nonee"], "'nonee', which is not an op of nb201"),
+    (["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"], "excludes every op"),
+])
+def test_derive_exclude_rejects_unknown_or_all_ops(exclude, message):
+    from nas.errors import UserError
+    with pytest.raises(UserError, match=message):
+        build_searcher(build_config({}, TINY + [f"model.derive_exclude={exclude}"]), log=quiet)
+
+
+def test_searcher_with_derive_exclude_writes_a_genotype_without_none(tmp_path):
+    searcher = build_searcher(build_config({}, TINY + ["model.derive_exclude=[none]", "search.epochs=2"]),
+                              out_dir=tmp_path, log=quiet)
+    searcher.run()
+    text = (tmp_path / "genotype.yaml").read_text()
+    assert "genotype: '|" in text and "none~" not in text
