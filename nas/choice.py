@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .ops import add_all
+from .ops import Pooling, Zero, add_all
+from .straight_through import StraightThroughBatchNorm2d, gate_output, gate_recompute
 
 
 class ChoiceLayer(nn.Module):
@@ -45,10 +46,25 @@ class ChoiceLayer(nn.Module):
         elif not weights.requires_grad:  # the weight step: the sample is exactly one-hot
             out = self.ops[index](x)
         else:
-            # GDAS: weights[index] == 1.0 exactly, so the value is op(x); the other ops
-            # enter as scalars whose value is exactly 0 but whose gradient reaches their
-            # logits (sum(w) - w[index] has value 1 - 1 = 0 and gradient 1 for j != index).
-            out = weights[index] * self.ops[index](x) + (weights.sum() - weights[index])
+            # GDAS: the value is op(x) (weights[index] == 1 exactly); the sampled logit gets
+            # <grad, op(x)>, the others grad.sum() (see nas.straight_through).
+            out = self._straight_through(self.ops[index], x, weights, index)
         if self.skip_beta and out.shape == x.shape:
             out = out + self.skip_beta * x
         return out
+
+    @staticmethod
+    def _straight_through(op: nn.Module, x: torch.Tensor, weights: torch.Tensor, index: int) -> torch.Tensor:
+        """``op(x)`` behind the cheapest exact gate for this op (see ``nas.straight_through``)."""
+        if isinstance(op, Zero):
+            return gate_output(op(x), weights, index, is_zero=True)
+        if isinstance(op, (nn.AvgPool2d, nn.MaxPool2d)) or (isinstance(op, Pooling) and op.preprocess is None):
+            return gate_recompute(op, x, weights, index)
+        norm = getattr(op, "final_norm", None)
+        if isinstance(norm, StraightThroughBatchNorm2d) and norm.can_gate():
+            norm.gate = (weights, index)  # the op's last BN becomes the gate for this one call
+            try:
+                return op(x)
+            finally:
+                norm.gate = None
+        return gate_output(op(x), weights, index)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .straight_through import StraightThroughBatchNorm2d
+
 
 def add_all(tensors) -> torch.Tensor:
     """Sums an iterable of tensors starting from the first (``sum()`` would start with ``0 + t``,
@@ -35,7 +37,15 @@ class Zero(nn.Module):
 
 
 class ReLUConvBN(nn.Sequential):
-    """ReLU -> Conv -> BN. As NAS-Bench-201, the conv has a bias exactly when BN has no affine."""
+    """ReLU -> Conv -> BN. As NAS-Bench-201, the conv has a bias exactly when BN has no affine.
+
+    Ops whose output is a BN's output end in a ``StraightThroughBatchNorm2d`` (a plain
+    BN unless a GDAS arch step gates it) and name it ``final_norm``.
+    """
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self[-1]
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
                  dilation: int = 1, affine: bool = True, track_running_stats: bool = True,
@@ -44,7 +54,7 @@ class ReLUConvBN(nn.Sequential):
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=bias),
-            nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats),
+            StraightThroughBatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats),
         )
 
 
@@ -58,13 +68,17 @@ class FactorizedReduce(nn.Module):
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
-        self.bn = nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats)
+        self.bn = StraightThroughBatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
         # [B, C_in, H, W] -> 2 x [B, C_out/2, H/2, W/2]; the second path is shifted by one pixel.
         y = torch.cat([self.conv_1(x), self.conv_2(nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1)))], dim=1)
         return self.bn(y)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.bn
 
 
 class Pooling(nn.Module):
@@ -84,6 +98,17 @@ class Pooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(x if self.preprocess is None else self.preprocess(x))
+
+
+class PoolBN(nn.Sequential):
+    """A pool followed by a BN (DARTS's search MixedOp: it puts pools on the scale of the BN'd convs)."""
+
+    def __init__(self, pool: nn.Module, norm: nn.Module):
+        super().__init__(pool, norm)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self[-1]
 
 
 class ResNetBasicBlock(nn.Module):
@@ -126,11 +151,15 @@ class SepConv(nn.Module):
             nn.ReLU(inplace=False),
             nn.Conv2d(C_in, C_in, kernel_size, stride=1, padding=padding, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats),
+            StraightThroughBatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.op[-1]
 
 
 class DilConv(nn.Module):
@@ -150,8 +179,12 @@ class DilConv(nn.Module):
             nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
                       groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats),
+            StraightThroughBatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.op[-1]

@@ -32,7 +32,8 @@ from timm.layers import drop_path
 from nas.architecture import Architecture, ArchSample
 from nas.choice import ChoiceLayer
 from nas.errors import UserError
-from nas.ops import add_all, DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
+from nas.ops import add_all, DilConv, FactorizedReduce, PoolBN, ReLUConvBN, SepConv, Zero
+from nas.straight_through import StraightThroughBatchNorm2d
 from nas.space import SearchSpace, register_space
 from nas.supernet import Supernet
 
@@ -251,7 +252,7 @@ def _preprocess(C_prev_prev: int, C_prev: int, C: int, reduction_prev: bool, aff
 def _search_op(name: str, C: int, stride: int) -> nn.Module:
     op = OPS[name](C, stride, False, False)
     if "pool" in name:  # DARTS's MixedOp: a pool gets a BN so its scale matches the other ops'
-        op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False, track_running_stats=False))
+        op = PoolBN(op, StraightThroughBatchNorm2d(C, affine=False, track_running_stats=False))
     return op
 
 

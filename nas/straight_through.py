@@ -1,0 +1,158 @@
+"""GDAS's straight-through gate on the sampled op, computed without keeping extra tensors alive.
+
+In a GDAS arch step an edge's output is ``h[i] * op_i(x) + sum_{j != i} h[j]``
+where ``h`` is the hard straight-through sample (value: one-hot at the sampled
+``i``). Its value is ``op_i(x)``; its gradients are
+
+* w.r.t. ``op_i(x)``: ``g`` (``h[i] == 1`` exactly);
+* w.r.t. ``h[i]``: ``<g, op_i(x)>``, the full inner product;
+* w.r.t. ``h[j]``, ``j != i``: ``g.sum()`` (the official GDAS code adds the
+  unsampled weights as scalars for exactly this gradient).
+
+Written with autograd ops, the multiply keeps ``op_i(x)`` alive until the
+backward pass for ``<g, op_i(x)>``, and costs a multiply and a full-size add
+per edge each way. The functions here compute the same value and gradients
+with one autograd node per edge and no tensor saved beyond what the op itself
+saves:
+
+* ops ending in a ``StraightThroughBatchNorm2d`` that normalises with batch
+  statistics (every ReLU-conv-BN and separable conv, and DARTS's pool + BN; the
+  choice layer sets the BN's ``gate`` for the call): the BN runs inside
+  the gate, which already saves the BN's input ``z`` and its batch mean and
+  inverse std; ``<g, y>`` is then ``sum_c w_c invstd_c <g_c, z_c - mean_c> +
+  b_c sum(g_c)``, so the BN output ``y`` is never stored;
+* parameter-free pooling: the gate saves the pool's input (as the pool itself
+  would) and recomputes the pool in the backward pass;
+* ``none``: nothing is saved, ``<g, 0> = 0``;
+* anything else (identity, timm blocks): the output is saved, as before.
+
+Which op gets which gate is the choice layer's decision (``nas.choice``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in the accumulation dtype: float32 for half types, else its own."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def _weights_grad(ctx, g: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """``g.sum()`` for every op but the sampled one, which gets ``inner`` (``<g, op_i(x)>``)."""
+    grad = _acc(g).sum().expand(ctx.num_ops).clone()
+    grad[ctx.index] = inner
+    return grad.to(ctx.weights_dtype)
+
+
+def _remember(ctx, weights: torch.Tensor, index: int) -> None:
+    ctx.index, ctx.num_ops, ctx.weights_dtype = index, weights.shape[0], weights.dtype
+
+
+class _GateSavedOutput(torch.autograd.Function):
+    """The generic gate: saves the op's output (nothing for an all-zero output)."""
+
+    @staticmethod
+    def forward(ctx, weights, out, index, is_zero):
+        _remember(ctx, weights, index)
+        ctx.is_zero = is_zero
+        ctx.save_for_backward(None if is_zero else out)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        inner = _acc(g).new_zeros(()) if ctx.is_zero else (_acc(g) * _acc(out)).sum()
+        return _weights_grad(ctx, g, inner), (None if ctx.is_zero else g), None, None
+
+
+class _GateBatchNorm(torch.autograd.Function):
+    """The gate fused with a final batch-statistics BN: ``y = BN(z)``, ``<g, y>`` from ``z`` and the BN's stats."""
+
+    @staticmethod
+    def forward(ctx, weights, z, bn_weight, bn_bias, index, running_mean, running_var, momentum, eps):
+        _remember(ctx, weights, index)
+        # [B, C, H, W] -> y [B, C, H, W], batch mean and inverse std [C] (float32); updates the running stats.
+        y, mean, invstd = torch.native_batch_norm(z, bn_weight, bn_bias, running_mean, running_var,
+                                                  True, momentum, eps)
+        ctx.eps = eps
+        ctx.save_for_backward(z, bn_weight, bn_bias, mean, invstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        z, bn_weight, bn_bias, mean, invstd = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        grad_z, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+            g, z, bn_weight, None, None, mean, invstd, True, ctx.eps, [need[1], need[2], need[3]])
+        # <g, y> per channel: invstd_c * <g_c, z_c - mean_c> (times w_c, plus b_c * sum(g_c) when affine).
+        per_channel = (_acc(g) * (_acc(z) - mean.view(1, -1, 1, 1))).sum(dim=(0, 2, 3)) * invstd
+        if bn_weight is not None:
+            per_channel = per_channel * _acc(bn_weight)
+        inner = per_channel.sum()
+        if bn_bias is not None:
+            inner = inner + (_acc(g).sum(dim=(0, 2, 3)) * _acc(bn_bias)).sum()
+        return (_weights_grad(ctx, g, inner), grad_z if need[1] else None, grad_w if need[2] else None,
+                grad_b if need[3] else None, None, None, None, None, None)
+
+
+class _GateRecompute(torch.autograd.Function):
+    """The gate on a cheap parameter-free op: saves its input and recomputes it in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, weights, x, index, op):
+        _remember(ctx, weights, index)
+        ctx.op = op
+        ctx.save_for_backward(x)
+        return op(x)  # runs without autograd: this node stands for the op
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            out = ctx.op(leaf)
+            (grad_x,) = torch.autograd.grad(out, leaf, g)
+        inner = (_acc(g) * _acc(out.detach())).sum()
+        return _weights_grad(ctx, g, inner), (grad_x if ctx.needs_input_grad[1] else None), None, None
+
+
+class StraightThroughBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` that can also be the straight-through gate of the op it ends.
+
+    With ``gate = (weights, index)`` set (by the choice layer, for one call) and batch
+    statistics in use, it normalises inside ``_GateBatchNorm``; otherwise it is a
+    plain ``nn.BatchNorm2d`` (same parameters, buffers and state dict).
+    """
+
+    gate: tuple[torch.Tensor, int] | None = None
+
+    def can_gate(self) -> bool:
+        """True when this call would normalise with batch statistics (training, or no running stats)."""
+        return self.training or self.running_mean is None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is None:
+            return super().forward(x)
+        if not self.can_gate():
+            raise RuntimeError("a straight-through gate needs batch statistics; check can_gate() first")
+        weights, index = self.gate
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative average, as nn.BatchNorm2d does it
+                momentum = 1.0 / float(self.num_batches_tracked)
+        running_mean, running_var = (self.running_mean, self.running_var) if self.training else (None, None)
+        return _GateBatchNorm.apply(weights, x, self.weight, self.bias, index, running_mean, running_var,
+                                    momentum, self.eps)
+
+
+def gate_output(out: torch.Tensor, weights: torch.Tensor, index: int, is_zero: bool = False) -> torch.Tensor:
+    """The generic gate: ``out`` in value, saved for ``<g, out>`` (nothing saved when ``is_zero``)."""
+    return _GateSavedOutput.apply(weights, out, index, is_zero)
+
+
+def gate_recompute(op: nn.Module, x: torch.Tensor, weights: torch.Tensor, index: int) -> torch.Tensor:
+    """The gate of a cheap parameter-free ``op``: ``op(x)`` in value, recomputed for the backward pass."""
+    return _GateRecompute.apply(weights, x, index, op)

@@ -1,0 +1,118 @@
+"""The fused straight-through gate equals GDAS's autograd formula and saves no more than the op itself."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+import search_spaces
+from nas import ChoiceLayer
+from nas.ops import ReLUConvBN, SepConv
+from nas.straight_through import StraightThroughBatchNorm2d
+
+
+def reference(op, x, weights, index):
+    """GDAS's straight-through mix written with autograd ops (the official code's formula)."""
+    return weights[index] * op(x) + (weights.sum() - weights[index])
+
+
+def _cases():
+    nb201 = search_spaces.nb201.OPS
+    darts = search_spaces.darts
+    for name in nb201:
+        yield f"nb201-{name}", lambda name=name: nb201[name](6, 6, 1, False, False)
+    for name in darts.OP_NAMES:
+        for stride in (1, 2):
+            yield f"darts-{name}-s{stride}", lambda name=name, stride=stride: darts._search_op(name, 6, stride)
+    # Affine BN with running statistics (discrete-network settings): the gate must update them alike.
+    yield "relu-conv-bn-affine-tracked", lambda: ReLUConvBN(6, 6, 3, 1, 1, affine=True, track_running_stats=True)
+    yield "sepconv-affine-tracked", lambda: SepConv(6, 6, 3, 1, 1, affine=True, track_running_stats=True)
+
+
+CASES = dict(_cases())
+
+
+def _run(op, x, weights, index, fused):
+    if fused:
+        return ChoiceLayer._straight_through(op, x, weights, index)
+    return reference(op, x, weights, index)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("train_weights", [True, False])
+def test_gate_matches_the_autograd_formula(name, train_weights):
+    torch.manual_seed(0)
+    op = CASES[name]().double()
+    for p in op.parameters():
+        if p.dim() == 1:  # non-trivial affine parameters
+            nn.init.uniform_(p, 0.5, 1.5)
+        p.requires_grad_(train_weights)
+    x0 = torch.randn(4, 6, 8, 8, dtype=torch.double) * 2 + 0.5
+    logits = torch.randn(5, dtype=torch.double)
+    grads, outs, buffers = [], [], []
+    for fused in (False, True):
+        model = copy.deepcopy(op)
+        x = x0.clone().requires_grad_(True)
+        w = logits.clone().requires_grad_(True)
+        soft = torch.softmax(w, 0)
+        hard = torch.zeros_like(soft)
+        hard[2] = 1.0
+        weights = hard + (soft - soft.detach())
+        out = _run(model, x, weights, 2, fused)
+        g = torch.randn_like(out, generator=torch.Generator().manual_seed(1))
+        out.backward(g)
+        outs.append(out.detach())
+        grads.append([w.grad, x.grad] + [p.grad for p in model.parameters()])
+        buffers.append([b.clone() for b in model.buffers()])
+    torch.testing.assert_close(outs[1], outs[0])
+    for fused, ref in zip(grads[1], grads[0]):
+        if ref is None:
+            assert fused is None
+        else:
+            torch.testing.assert_close(fused, ref)
+    for fused, ref in zip(buffers[1], buffers[0]):
+        torch.testing.assert_close(fused, ref)
+    assert grads[1][0].abs().sum() > 0  # the logits got a gradient
+
+
+def _saved_bytes(fn):
+    """Bytes of distinct tensors autograd saves for backward while ``fn`` runs."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("name", ["nb201-nor_conv_3x3", "nb201-nor_conv_1x1", "nb201-avg_pool_3x3", "nb201-none",
+                                  "darts-sep_conv_3x3-s1", "darts-dil_conv_5x5-s2", "darts-max_pool_3x3-s1"])
+def test_gate_saves_no_more_than_the_op_itself(name):
+    torch.manual_seed(0)
+    op = CASES[name]()
+    op.requires_grad_(False)  # the arch step: weights frozen
+    x = torch.randn(8, 6, 16, 16).relu().requires_grad_(True) + 0  # an activation, as in a cell
+    weights = torch.zeros(5)
+    weights[2] = 1.0
+    weights.requires_grad_(True)
+    alone = _saved_bytes(lambda: op(x))
+    fused = _saved_bytes(lambda: ChoiceLayer._straight_through(op, x, weights, 2))
+    formula = _saved_bytes(lambda: reference(op, x, weights, 2))
+    assert fused <= alone + 1024  # at most a few per-channel statistics more
+    if "none" not in name:
+        out_bytes = op(x).numel() * 4
+        assert formula >= alone + out_bytes  # the formula keeps the op's output as well
+
+
+def test_the_batch_norm_is_a_plain_batch_norm_outside_a_gate():
+    torch.manual_seed(0)
+    bn = StraightThroughBatchNorm2d(6)
+    plain = nn.BatchNorm2d(6)
+    plain.load_state_dict(bn.state_dict())
+    x = torch.randn(4, 6, 5, 5)
+    torch.testing.assert_close(bn(x), plain(x))
+    torch.testing.assert_close(bn.running_mean, plain.running_mean)
+    assert isinstance(bn, nn.BatchNorm2d) and bn.gate is None
