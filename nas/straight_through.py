@@ -18,9 +18,11 @@ saves:
 * ops ending in a ``StraightThroughBatchNorm2d`` that normalises with batch
   statistics (every ReLU-conv-BN and separable conv, and DARTS's pool + BN; the
   choice layer sets the BN's ``gate`` for the call): the BN runs inside
-  the gate, which already saves the BN's input ``z`` and its batch mean and
-  inverse std; ``<g, y>`` is then ``sum_c w_c invstd_c <g_c, z_c - mean_c> +
-  b_c sum(g_c)``, so the BN output ``y`` is never stored;
+  the gate, which saves what the BN saves (its input ``z``, batch mean and
+  inverse std); ``<g, y>`` is ``sum_c w_c <g_c, zhat_c> + b_c sum(g_c)``, whose
+  per-channel sums the BN backward kernel computes anyway (they are its weight
+  and bias gradients), so the BN output ``y`` is never stored and the inner
+  product costs nothing extra;
 * parameter-free pooling: the gate saves the pool's input (as the pool itself
   would) and recomputes the pool in the backward pass;
 * ``none``: nothing is saved, ``<g, 0> = 0``;
@@ -84,17 +86,18 @@ class _GateBatchNorm(torch.autograd.Function):
     def backward(ctx, g):
         z, bn_weight, bn_bias, mean, invstd = ctx.saved_tensors
         need = ctx.needs_input_grad
-        grad_z, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
-            g, z, bn_weight, None, None, mean, invstd, True, ctx.eps, [need[1], need[2], need[3]])
-        # <g, y> per channel: invstd_c * <g_c, z_c - mean_c> (times w_c, plus b_c * sum(g_c) when affine).
-        per_channel = (_acc(g) * (_acc(z) - mean.view(1, -1, 1, 1))).sum(dim=(0, 2, 3)) * invstd
-        if bn_weight is not None:
-            per_channel = per_channel * _acc(bn_weight)
-        inner = per_channel.sum()
+        # The kernel's "weight gradient" is sum(g * zhat) per channel and its "bias gradient"
+        # sum(g); it computes both for the input gradient anyway. Without affine, a weight of
+        # ones gives the same input gradient and still returns sum(g * zhat).
+        weight = bn_weight if bn_weight is not None else torch.ones_like(mean, dtype=z.dtype)
+        grad_z, g_zhat, g_sum = torch.ops.aten.native_batch_norm_backward(
+            g, z, weight, None, None, mean, invstd, True, ctx.eps, [need[1], True, bn_bias is not None])
+        # <g, y> = sum_c w_c * sum(g_c * zhat_c) + b_c * sum(g_c)
+        inner = (_acc(g_zhat) * _acc(bn_weight)).sum() if bn_weight is not None else _acc(g_zhat).sum()
         if bn_bias is not None:
-            inner = inner + (_acc(g).sum(dim=(0, 2, 3)) * _acc(bn_bias)).sum()
-        return (_weights_grad(ctx, g, inner), grad_z if need[1] else None, grad_w if need[2] else None,
-                grad_b if need[3] else None, None, None, None, None, None)
+            inner = inner + (_acc(g_sum) * _acc(bn_bias)).sum()
+        return (_weights_grad(ctx, g, inner), grad_z if need[1] else None, g_zhat if need[2] else None,
+                g_sum if need[3] else None, None, None, None, None, None)
 
 
 class _GateRecompute(torch.autograd.Function):

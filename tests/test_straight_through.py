@@ -1,4 +1,4 @@
-"""The fused straight-through gate equals GDAS's autograd formula and saves no more than the op itself."""
+"""The arch step's exact memory savers: the fused straight-through gate and the frozen ReLU-conv."""
 import copy
 
 import pytest
@@ -116,3 +116,36 @@ def test_the_batch_norm_is_a_plain_batch_norm_outside_a_gate():
     torch.testing.assert_close(bn(x), plain(x))
     torch.testing.assert_close(bn.running_mean, plain.running_mean)
     assert isinstance(bn, nn.BatchNorm2d) and bn.gate is None
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ReLUConvBN(6, 6, 3, 2, 1, affine=False, track_running_stats=False),
+    lambda: SepConv(6, 8, 5, 1, 2, affine=True, track_running_stats=True),
+    lambda: search_spaces.darts.OPS["dil_conv_3x3"](6, 1, False, False),
+])
+def test_frozen_relu_conv_matches_autograd_and_keeps_a_bool_mask(make):
+    torch.manual_seed(0)
+    op = make().double().requires_grad_(False)  # frozen weights, as in the arch step
+    seq = op if isinstance(op, nn.Sequential) else op.op
+    x0 = torch.randn(4, 6, 8, 8, dtype=torch.double)
+    results = []
+    for fused in (True, False):
+        x = x0.clone().requires_grad_(True)
+        h = x * 1.5  # an activation that needs a gradient
+        out = op(h) if fused else nn.Sequential.forward(seq, h)
+        out.backward(torch.ones_like(out) * torch.linspace(-1, 1, out.shape[-1], dtype=torch.double))
+        results.append((out.detach(), x.grad))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+    h = torch.randn(4, 6, 8, 8, requires_grad=True) * 1.0
+    op = make().requires_grad_(False)
+    seq = op if isinstance(op, nn.Sequential) else op.op
+    assert _saved_bytes(lambda: op(h)) < _saved_bytes(lambda: nn.Sequential.forward(seq, h))
+
+
+def test_trainable_weights_take_the_plain_path():
+    op = ReLUConvBN(6, 6, 3, 1, 1)
+    h = torch.randn(2, 6, 8, 8, requires_grad=True) * 1.0
+    assert _saved_bytes(lambda: op(h)) == _saved_bytes(lambda: nn.Sequential.forward(op, h))
+    op(h).sum().backward()
+    assert op[1].weight.grad is not None
