@@ -29,14 +29,18 @@ class ArchSample:
         indices: group -> the chosen op of each edge as Python ints (hard samples
             only, else None). Moved to the host once per sample, so the dispatch
             in the choice layers costs no device synchronisation.
+        edge_weights: group -> ``[num_edges]`` PC-DARTS edge-normalisation weights
+            (softmax over the edges into each node), or None without edge normalisation.
     """
 
     weights: dict[str, torch.Tensor]
     indices: dict[str, list[int]] | None = None
+    edge_weights: dict[str, torch.Tensor] | None = None
 
     def detach(self) -> "ArchSample":
         """The same sample cut from the logits' graph (for steps that must not train them)."""
-        return ArchSample({g: w.detach() for g, w in self.weights.items()}, self.indices)
+        edges = None if self.edge_weights is None else {g: w.detach() for g, w in self.edge_weights.items()}
+        return ArchSample({g: w.detach() for g, w in self.weights.items()}, self.indices, edges)
 
 
 class Architecture(nn.Module):
@@ -49,12 +53,15 @@ class Architecture(nn.Module):
         allowed: group -> bool ``[num_edges, num_ops]``, False where an op does not
             exist on that edge (e.g. a skip where shapes change). Such an op is
             never sampled or derived: its logit reads as -1e9 and gets no gradient.
+        edge_nodes: group -> the node each edge feeds, ``[num_edges]`` ints. Given, the
+            architecture also learns PC-DARTS edge-normalisation logits ``edge_logits``
+            (one per edge; softmax over the edges into each node, never sampled).
     """
 
     MASKED_LOGIT = -1e9  # finite, so the sampler's "finite in, finite out" still holds
 
     def __init__(self, groups: dict[str, tuple[int, int]], op_names: list[str], init_std: float = 1e-3,
-                 allowed: dict[str, torch.Tensor] | None = None):
+                 allowed: dict[str, torch.Tensor] | None = None, edge_nodes: dict[str, list[int]] | None = None):
         super().__init__()
         self.op_names = list(op_names)
         for name, (num_edges, num_ops) in groups.items():
@@ -68,6 +75,39 @@ class Architecture(nn.Module):
             if tuple(mask.shape) != tuple(groups[group]):
                 raise ValueError(f"mask of group {group!r} has shape {tuple(mask.shape)}, expected {groups[group]}")
             self.register_buffer(f"allowed_{group}", mask.bool().clone())
+        self.edge_nodes = {g: list(nodes) for g, nodes in (edge_nodes or {}).items()}
+        for group, nodes in self.edge_nodes.items():
+            if len(nodes) != groups[group][0]:
+                raise ValueError(f"edge_nodes of group {group!r} lists {len(nodes)} edges, expected {groups[group][0]}")
+        # PC-DARTS initialises its edge betas as 1e-3 * randn, like the op logits.
+        self.edge_logits = nn.ParameterDict(
+            {g: nn.Parameter(init_std * torch.randn(len(nodes))) for g, nodes in self.edge_nodes.items()})
+        for group, nodes in self.edge_nodes.items():  # [num_nodes, num_edges]: True where the edge feeds the node
+            distinct = sorted(set(nodes))
+            members = torch.tensor([[n == node for n in nodes] for node in distinct])
+            self.register_buffer(f"edge_members_{group}", members, persistent=False)
+
+    def edge_weights(self) -> dict[str, torch.Tensor] | None:
+        """group -> ``[num_edges]``: softmax of ``edge_logits`` over the edges into each node
+        (differentiable), or None without edge normalisation."""
+        if not self.edge_nodes:
+            return None
+        out = {}
+        for group, logits in self.edge_logits.items():
+            members = getattr(self, f"edge_members_{group}")               # [nodes, edges]
+            per_node = logits.float().masked_fill(~members, float("-inf"))  # [nodes, edges]
+            out[group] = torch.softmax(per_node, dim=1).sum(0)              # each edge is in one node
+        return out
+
+    @torch.no_grad()
+    def derivation_scores(self) -> dict[str, torch.Tensor]:
+        """What derivation ranks, on the CPU: ``probabilities()``, each row scaled by its edge
+        weight under edge normalisation (PC-DARTS: an input's score is edge weight x op probability)."""
+        probs = self.probabilities()
+        edges = self.edge_weights()
+        if edges is None:
+            return probs
+        return {g: p * edges[g].cpu()[:, None] if g in edges else p for g, p in probs.items()}
 
     def masked_logits(self) -> dict[str, torch.Tensor]:
         """group -> the logits with unavailable ops set to ``MASKED_LOGIT`` (what every sample reads)."""
@@ -123,9 +163,10 @@ class Architecture(nn.Module):
             return {g: l + (2 * torch.rand(l.shape, generator=generator, device=l.device) - 1) * perturb_first
                     for g, l in self.masked_logits().items()}
 
+        edges = self.edge_weights()  # shared by the samples: the logits do not change in between
         if mode == "darts":
-            samples = [ArchSample({g: torch.softmax(l.float(), dim=-1) for g, l in logits_of(k).items()})
-                       for k in range(count)]
+            samples = [ArchSample({g: torch.softmax(l.float(), dim=-1) for g, l in logits_of(k).items()},
+                                  edge_weights=edges) for k in range(count)]
             return samples, (None if carry is None else carry.reshape(-1).tolist())
         drawn, indices = [], []
         for k in range(count):
@@ -137,9 +178,10 @@ class Architecture(nn.Module):
             drawn.append(weights)
             indices.append(index)
         if mode != "gdas":
-            return [ArchSample(w) for w in drawn], (None if carry is None else carry.reshape(-1).tolist())
+            return ([ArchSample(w, edge_weights=edges) for w in drawn],
+                    None if carry is None else carry.reshape(-1).tolist())
         host, carried = self._to_host(indices, carry)
-        return [ArchSample(w, h) for w, h in zip(drawn, host)], carried
+        return [ArchSample(w, h, edges) for w, h in zip(drawn, host)], carried
 
     def derive(self, mode: str = "gdas") -> ArchSample:
         """The deterministic architecture: argmax one-hot for ``gdas``, softmax for the soft modes."""
@@ -151,7 +193,7 @@ class Architecture(nn.Module):
             weights[group] = torch.zeros_like(logits, dtype=torch.float32).scatter_(-1, index[:, None], 1.0)
             indices[group] = index
         host, _ = self._to_host([indices])
-        return ArchSample(weights, host[0])
+        return ArchSample(weights, host[0], self.edge_weights())
 
     @staticmethod
     def _to_host(indices: list[dict[str, torch.Tensor]], carry: torch.Tensor | None = None):

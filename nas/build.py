@@ -81,12 +81,18 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
         raise UserError(f"config key 'model.derivation' must be one of {', '.join(space.derivation_rules)} "
                         f"for {space.name}, got {cfg.model.derivation!r}")
     check_exclusions(space, cfg.model.derive_exclude)
+    extra = {}
+    if cfg.model.edge_normalization:
+        if "edge_normalization" not in inspect.signature(space.build_supernet).parameters:
+            raise UserError(f"config key 'model.edge_normalization' is not available in the {space.name} space "
+                            "(only darts has it); set model.edge_normalization=false")
+        extra["edge_normalization"] = True
     seed_everything(cfg.seed, cfg.deterministic)
     data = build_search_data_from_config(cfg, device, ctx)
     torch.manual_seed(cfg.seed)  # the supernet's initial weights do not depend on how the data was built
     supernet = space.build_supernet(mode=cfg.model.mode, num_classes=data.num_classes, C=cfg.model.C,
                                     N=cfg.model.N, in_channels=data.in_channels,
-                                    **_input_size(space.build_supernet, data.image_size)).to(device)
+                                    **_input_size(space.build_supernet, data.image_size), **extra).to(device)
     cost = CostObjective.from_config(cfg.cost, supernet, (data.in_channels, data.image_size, data.image_size))
     return Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log,
                     derivation=cfg.model.derivation, max_skip=cfg.model.max_skip,

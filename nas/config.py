@@ -67,6 +67,7 @@ class ModelConfig:
     max_skip: int = -1            # derivation cap: skip connections per cell (-1: no cap)
     max_parameter_free: int = -1  # derivation cap: pooling + skip edges per cell (-1: no cap)
     derive_exclude: list = field(default_factory=list)  # ops never derived, e.g. [none] (DARTS's convention)
+    edge_normalization: bool = False  # PC-DARTS: learned weights on each node's inputs (darts space)
 
 
 @dataclass

@@ -294,12 +294,17 @@ class DartsSearchCell(nn.Module):
             for _, j in EDGES)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                indices: list[int] | None) -> torch.Tensor:
-        # s0, s1: [B, C_prev_prev | C_prev, H, W]; weights: [14, 8]; indices: 14 ints or None.
+                indices: list[int] | None, edge_weights: torch.Tensor | None = None) -> torch.Tensor:
+        # s0, s1: [B, C_prev_prev | C_prev, H, W]; weights: [14, 8]; indices: 14 ints or None;
+        # edge_weights: [14] (PC-DARTS edge normalisation: each node's inputs weighted, summing to 1) or None.
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # 2 x [B, C, H, W]
         for to in range(2, NUM_NODES + 2):
-            states.append(add_all(self.edges[e](states[j], weights[e], None if indices is None else indices[e])
-                              for e, (t, j) in enumerate(EDGES) if t == to))  # [B, C, H', W']
+            outs = ((e, self.edges[e](states[j], weights[e], None if indices is None else indices[e]))
+                    for e, (t, j) in enumerate(EDGES) if t == to)
+            if edge_weights is None:
+                states.append(add_all(out for _, out in outs))  # [B, C, H', W']
+            else:
+                states.append(add_all(edge_weights[e] * out for e, out in outs))
         return torch.cat(states[2:], dim=1)  # [B, 4C, H', W']
 
 
@@ -354,10 +359,18 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
 
 class DartsSupernet(Supernet):
-    """The DARTS search network (DARTS's model_search.py ``Network``): 3N + 2 search cells."""
+    """The DARTS search network (DARTS's model_search.py ``Network``): 3N + 2 search cells.
 
-    def __init__(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 2, in_channels: int = 3):
-        super().__init__(Architecture({g: (len(EDGES), len(OP_NAMES)) for g in GROUPS}, list(OP_NAMES)), mode)
+    ``edge_normalization=True`` adds PC-DARTS's edge normalisation: learned weights on
+    the inputs of each node (softmax over its incoming edges), multiplied with the op
+    probabilities at derivation, which steadies the choice of inputs.
+    """
+
+    def __init__(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 2, in_channels: int = 3,
+                 edge_normalization: bool = False):
+        edge_nodes = {g: [to for to, _ in EDGES] for g in GROUPS} if edge_normalization else None
+        super().__init__(Architecture({g: (len(EDGES), len(OP_NAMES)) for g in GROUPS}, list(OP_NAMES),
+                                      edge_nodes=edge_nodes), mode)
         self.stem, self.cells, widths = _cell_stack(C, N, in_channels, DartsSearchCell, track=False)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], num_classes)
@@ -368,7 +381,8 @@ class DartsSupernet(Supernet):
         for cell in self.cells:
             group = "reduce" if cell.reduction else "normal"
             indices = None if sample.indices is None else sample.indices[group]
-            s0, s1 = s1, cell(s0, s1, sample.weights[group], indices)
+            edges = None if sample.edge_weights is None else sample.edge_weights[group]
+            s0, s1 = s1, cell(s0, s1, sample.weights[group], indices, edges)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def choice_layers(self) -> list[tuple[str, int, ChoiceLayer]]:
@@ -426,8 +440,9 @@ class DartsSpace(SearchSpace):
     derivation_rules = DERIVATION_RULES
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 2,
-                       in_channels: int = 3) -> DartsSupernet:
-        return DartsSupernet(mode=mode, num_classes=num_classes, C=C, N=N, in_channels=in_channels)
+                       in_channels: int = 3, edge_normalization: bool = False) -> DartsSupernet:
+        return DartsSupernet(mode=mode, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
+                             edge_normalization=edge_normalization)
 
     def build_network(self, genotype, num_classes: int = 10, C: int = 36, N: int = 6, in_channels: int = 3,
                       auxiliary: bool = False, drop_path_prob: float = 0.0) -> NetworkCIFAR:

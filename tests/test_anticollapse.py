@@ -130,3 +130,78 @@ def test_searcher_with_derive_exclude_writes_a_genotype_without_none(tmp_path):
     searcher.run()
     text = (tmp_path / "genotype.yaml").read_text()
     assert "genotype: '|" in text and "none~" not in text
+
+
+# --------------------------------------------------------------------------- PC-DARTS edge normalisation
+
+DARTS_TINY = ["model.space=darts", "data.dataset=synthetic", "data.synthetic_size=32", "data.image_size=8",
+              "data.batch_size=8", "model.C=4", "model.N=1", "search.epochs=1", "seed=2"]
+
+
+def test_edge_weights_are_a_softmax_over_each_nodes_inputs():
+    supernet = search_spaces.get("darts").build_supernet(C=4, N=1, edge_normalization=True)
+    arch = supernet.architecture
+    with torch.no_grad():
+        arch.edge_logits["normal"].copy_(torch.arange(14.0))
+    weights = arch.edge_weights()["normal"]
+    edges = search_spaces.darts.EDGES
+    for node in range(2, 6):
+        rows = [e for e, (to, _) in enumerate(edges) if to == node]
+        torch.testing.assert_close(weights[rows].sum(), torch.tensor(1.0))
+        torch.testing.assert_close(weights[rows], torch.softmax(torch.arange(14.0)[rows], 0))
+
+
+def test_edge_logits_are_arch_parameters_in_the_state_dict_and_learn_in_the_arch_step():
+    searcher = build_searcher(build_config({}, DARTS_TINY + ["model.edge_normalization=true"]), log=quiet)
+    supernet = searcher.supernet
+    edge_params = list(supernet.architecture.edge_logits.values())
+    assert all(any(p is q for q in supernet.arch_parameters()) for p in edge_params)
+    assert not any(p is q for p in edge_params for q in supernet.weight_parameters())
+    assert {"architecture.edge_logits.normal", "architecture.edge_logits.reduce"} <= set(supernet.state_dict())
+    before = [p.detach().clone() for p in edge_params]
+    x, y = next(iter(searcher.data.val.epoch(0)))
+    searcher.weight_step(x, y)
+    assert all(torch.equal(b, p) for b, p in zip(before, edge_params))  # the weight step leaves them alone
+    searcher.arch_step(x, y)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in edge_params)
+    assert not all(torch.equal(b, p) for b, p in zip(before, edge_params))
+
+
+def test_edge_weights_scale_the_node_sums():
+    torch.manual_seed(0)
+    supernet = search_spaces.get("darts").build_supernet(mode="darts", C=4, N=1, edge_normalization=True).eval()
+    plain = search_spaces.get("darts").build_supernet(mode="darts", C=4, N=1)
+    plain.load_state_dict({k: v for k, v in supernet.state_dict().items() if "edge_logits" not in k})
+    plain.eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        supernet.architecture.edge_logits["normal"].fill_(0.0)
+        supernet.architecture.edge_logits["reduce"].fill_(0.0)
+        assert not torch.allclose(supernet(x), plain(x))  # uniform weights still rescale the nodes
+
+
+def test_derivation_ranks_inputs_by_edge_weight_times_op_probability():
+    supernet = search_spaces.get("darts").build_supernet(C=4, N=1, edge_normalization=True)
+    arch = supernet.architecture
+    edges = search_spaces.darts.EDGES
+    with torch.no_grad():
+        for group in ("normal", "reduce"):
+            arch.logits[group].zero_()
+            arch.logits[group][:, 4] = 2.0  # sep_conv_3x3 on every edge, equally strong
+            arch.edge_logits[group].zero_()
+            for e, (to, j) in enumerate(edges):
+                if j == to - 1:
+                    arch.edge_logits[group][e] = 3.0  # the previous node is the favourite input
+                if j == to - 2:
+                    arch.edge_logits[group][e] = 1.0
+    space = search_spaces.get("darts")
+    genotype = space.derive_genotype(arch.derivation_scores())
+    assert [j for _, j in genotype.normal] == [1, 0, 2, 1, 3, 2, 4, 3]
+    # without the edge weights every input ties and the lower inputs win
+    assert [j for _, j in space.derive_genotype(arch.probabilities()).normal] == [0, 1, 0, 1, 0, 1, 0, 1]
+
+
+def test_edge_normalization_is_refused_outside_the_darts_space():
+    from nas.errors import UserError
+    with pytest.raises(UserError, match="only darts has it"):
+        build_searcher(build_config({}, TINY + ["model.edge_normalization=true"]), log=quiet)
