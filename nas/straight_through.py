@@ -41,6 +41,17 @@ def _acc(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
+def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``<a, b>`` in one pass (``torch.dot`` over the shared memory order, no product tensor)."""
+    if a.dtype == b.dtype and a.dtype in (torch.float32, torch.float64):
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            if a.dim() == 4 and a.is_contiguous(memory_format=fmt) and b.is_contiguous(memory_format=fmt):
+                flat = (lambda t: t.permute(0, 2, 3, 1).reshape(-1)) if fmt == torch.channels_last \
+                    else (lambda t: t.reshape(-1))
+                return torch.dot(flat(a), flat(b))
+    return (_acc(a) * _acc(b)).sum()
+
+
 def _weights_grad(ctx, g: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     """``g.sum()`` for every op but the sampled one, which gets ``inner`` (``<g, op_i(x)>``)."""
     grad = _acc(g).sum().expand(ctx.num_ops).clone()
@@ -65,7 +76,7 @@ class _GateSavedOutput(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
-        inner = _acc(g).new_zeros(()) if ctx.is_zero else (_acc(g) * _acc(out)).sum()
+        inner = _acc(g).new_zeros(()) if ctx.is_zero else _inner(g, out)
         return _weights_grad(ctx, g, inner), (None if ctx.is_zero else g), None, None
 
 
@@ -117,7 +128,7 @@ class _GateRecompute(torch.autograd.Function):
             leaf = x.detach().requires_grad_(True)
             out = ctx.op(leaf)
             (grad_x,) = torch.autograd.grad(out, leaf, g)
-        inner = (_acc(g) * _acc(out.detach())).sum()
+        inner = _inner(g, out.detach())
         return _weights_grad(ctx, g, inner), (grad_x if ctx.needs_input_grad[1] else None), None, None
 
 

@@ -149,3 +149,21 @@ def test_trainable_weights_take_the_plain_path():
     assert _saved_bytes(lambda: op(h)) == _saved_bytes(lambda: nn.Sequential.forward(op, h))
     op(h).sum().backward()
     assert op[1].weight.grad is not None
+
+
+@pytest.mark.parametrize("name", ["nb201-skip_connect", "nb201-avg_pool_3x3", "nb201-nor_conv_3x3"])
+def test_gate_matches_in_channels_last(name):
+    torch.manual_seed(0)
+    op = CASES[name]().to(memory_format=torch.channels_last)
+    x0 = torch.randn(4, 6, 8, 8).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for fused in (False, True):
+        x = x0.clone().requires_grad_(True)
+        w = torch.zeros(5)
+        w[2] = 1.0
+        w.requires_grad_(True)
+        out = _run(copy.deepcopy(op), x, w, 2, fused)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out).contiguous(memory_format=torch.channels_last))
+        grads.append((w.grad, x.grad))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grads[1][1], grads[0][1])
