@@ -176,7 +176,20 @@ class ResNetBasicBlock(nn.Module):
         return residual + self.conv_b(self.conv_a(x))
 
 
-class SepConv(nn.Module):
+class SequentialOp(nn.Module):
+    """An op that is one Sequential, ``self.op``, whose last module is its output BN."""
+
+    op: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_sequential(self.op, x)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.op[-1]
+
+
+class SepConv(SequentialOp):
     """DARTS's separable conv: (ReLU, depthwise k x k, pointwise 1x1, BN) twice; only the first strides.
 
     Args:
@@ -199,15 +212,8 @@ class SepConv(nn.Module):
             StraightThroughBatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_sequential(self.op, x)
 
-    @property
-    def final_norm(self) -> nn.Module:
-        return self.op[-1]
-
-
-class DilConv(nn.Module):
+class DilConv(SequentialOp):
     """DARTS's dilated separable conv: ReLU, dilated depthwise k x k, pointwise 1x1, BN.
 
     Args:
@@ -226,10 +232,3 @@ class DilConv(nn.Module):
             nn.Conv2d(C_in, C_out, 1, bias=False),
             StraightThroughBatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats),
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_sequential(self.op, x)
-
-    @property
-    def final_norm(self) -> nn.Module:
-        return self.op[-1]
