@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from nas.cli import open_run_dir, report_stop, resolve_run, stop_signals
     from nas.errors import UserError
     from nas.genotype import load_genotype
-    from nas.search import CHECKPOINT, GENOTYPE, SearchDiverged, SearchInterrupted
+    from nas.genotype import GENOTYPE
+    from nas.loop import CHECKPOINT, RunDiverged, RunInterrupted
     from nas.train import FINAL
 
     cfg, out = resolve_run(args, DEFAULT_CONFIG, CHECKPOINT)
@@ -54,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
             f"parameters, {cfg.data.dataset}, device {trainer.device}, run dir {out}")
         try:
             trainer.run()
-        except SearchInterrupted as e:
+        except RunInterrupted as e:
             return report_stop(e, out, "train_final.py") if main_rank else 128 + e.signum
-        except SearchDiverged as e:
+        except RunDiverged as e:
             say(f"error: {e}", file=sys.stderr)
             return 1
     record = trainer.write_summary(space=space.name, genotype=space.format(genotype), dataset=cfg.data.dataset)

@@ -19,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from nas.build import build_searcher
     from nas.cli import open_run_dir, report_stop, resolve_run, stop_signals
     from nas.errors import UserError
-    from nas.search import CHECKPOINT, GENOTYPE, SearchDiverged, SearchInterrupted
+    from nas.genotype import GENOTYPE
+    from nas.loop import CHECKPOINT, RunDiverged, RunInterrupted
 
     cfg, out = resolve_run(args, DEFAULT_CONFIG, CHECKPOINT)
     searcher = build_searcher(cfg)  # everything that can fail on bad input fails here, before writing
@@ -55,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
             f"run dir {out}")
         try:
             final = searcher.run()
-        except SearchInterrupted as e:
+        except RunInterrupted as e:
             return report_stop(e, out, "train_search.py") if main_rank else 128 + e.signum
-        except SearchDiverged as e:
+        except RunDiverged as e:
             say(f"error: {e}", file=sys.stderr)
             return 1
         finally:

@@ -34,8 +34,8 @@ from .checkpoint import atomic_write
 from .cli import CONFIG, guarded_main, open_run_dir, stop_signals
 from .config import Config, build_config, diff_configs, load_config, read_yaml
 from .errors import UserError
-from .genotype import genotype_record, load_genotype, save_genotype
-from .search import CHECKPOINT, GENOTYPE, SearchDiverged, SearchInterrupted
+from .genotype import GENOTYPE, genotype_record, load_genotype, save_genotype
+from .loop import CHECKPOINT, RunDiverged, RunInterrupted
 from .train import FINAL
 
 SEARCH_DONE = "search.json"   # written once a search has run all its epochs
@@ -337,10 +337,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = run_experiment(args.search_config, args.final_config, args.seeds, args.random, out,
                                  args.overrides, Path(args.random_dir) if args.random_dir else None)
-    except SearchInterrupted as e:
+    except RunInterrupted as e:
         print(f"{e}; rerun the same command to continue", file=sys.stderr)
         return 128 + e.signum
-    except SearchDiverged as e:
+    except RunDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(format_markdown(results))

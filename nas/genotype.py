@@ -15,6 +15,8 @@ from .checkpoint import atomic_write
 from .errors import UserError
 from .space import SearchSpace, get_space
 
+GENOTYPE = "genotype.yaml"  # the file name a search writes and train_final.py reads
+
 
 def genotype_record(space: SearchSpace, genotype: Any, probabilities: dict | None = None, **extra: Any) -> dict:
     """The mapping written to ``genotype.yaml``.

@@ -13,7 +13,6 @@ anywhere resumes onto the same batches, samples and results.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,33 +27,18 @@ from tqdm import tqdm
 from .architecture import ArchSample
 from .choice import ChoiceLayer
 from .derive import derive_with_caps
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import rng_state, set_rng_state
 from .config import SearchConfig
 from .cost import CostObjective
 from .data import SearchData, TensorLoader
-from .distributed import DistContext, StopControl, all_reduce_sum, average_gradients, broadcast_module
-from .errors import UserError
-from .genotype import genotype_record, save_genotype
+from .distributed import DistContext, all_reduce_sum, average_gradients, broadcast_module
+from .genotype import GENOTYPE, genotype_record, save_genotype
 from .gumbel import tau_at
+from .loop import EpochLoop
 from .space import SearchSpace
 from .supernet import Supernet
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-GENOTYPE = "genotype.yaml"
 _SUMS = ("loss", "correct", "arch_loss", "arch_correct")
-
-
-class SearchInterrupted(Exception):
-    """A stop was requested (SIGINT/SIGTERM); a checkpoint of the current step was written."""
-
-    def __init__(self, signum: int, epoch: int, step: int):
-        super().__init__(f"stopped by signal {signum} at epoch {epoch + 1}, step {step}")
-        self.signum, self.epoch, self.step = signum, epoch, step
-
-
-class SearchDiverged(Exception):
-    """A loss or gradient was not finite and ``on_nonfinite`` is ``stop``."""
 
 
 def build_optimizers(supernet: Supernet, s: SearchConfig):
@@ -67,8 +51,8 @@ def build_optimizers(supernet: Supernet, s: SearchConfig):
     return weight_opt, arch_opt, scheduler
 
 
-class Searcher:
-    """Runs a search and owns its run directory.
+class Searcher(EpochLoop):
+    """Runs a search and owns its run directory (files, checkpoints and resume: ``nas.loop``).
 
     Args:
         supernet: The supernet, already on its device.
@@ -85,35 +69,31 @@ class Searcher:
         cost: A cost-aware objective added to the architecture's loss (None: plain cross-entropy).
     """
 
+    checkpoint_key = "arch_optimizer"
+    wrong_checkpoint = "is not a search checkpoint (train_final.py wrote it?)"
+    divergence_hint = "lower search.lr or set search.on_nonfinite=skip"
+
     def __init__(self, supernet: Supernet, space: SearchSpace, data: SearchData,
                  settings: SearchConfig | None = None, seed: int = 0, out_dir: str | Path | None = None,
                  log: Callable[[str], None] = print, derivation: str | None = None,
                  max_skip: int = -1, max_parameter_free: int = -1, dist: DistContext | None = None,
                  cost: CostObjective | None = None, derive_exclude: Sequence[str] = ()):
+        self.s = settings or SearchConfig()
+        super().__init__(self.s.epochs, self.s.checkpoint_every, out_dir, log, dist)
         self.supernet, self.space, self.data = supernet, space, data
         self.cost = cost
         self.max_skip, self.max_parameter_free = max_skip, max_parameter_free
         self.derive_exclude = tuple(derive_exclude)
-        self.dist = dist or DistContext()
         if self.dist.enabled:
             broadcast_module(supernet)  # same weights and logits everywhere, whatever each rank's init did
         self.derivation = derivation or None
-        self.s = settings or SearchConfig()
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.log = log
         self.weight_params = supernet.weight_parameters()
         self.arch_params = supernet.arch_parameters()
         self.weight_opt, self.arch_opt, self.scheduler = build_optimizers(supernet, self.s)
         self.amp = self.s.amp and next(supernet.parameters()).device.type == "cuda"
         if self.s.channels_last:
             supernet.to(memory_format=torch.channels_last)
-        self.epoch = 0          # epochs completed
-        self.step = 0           # steps completed inside the current epoch
-        self.history: list[dict] = []
-        self.epoch_hooks: list[Callable[[dict], None]] = []  # called with each epoch's metrics (TensorBoard, ...)
         self.choice_layers = [m for m in supernet.modules() if isinstance(m, ChoiceLayer)]
-        self.control = StopControl(self.s.checkpoint_every, self.dist)
-        self._partial: dict | None = None  # running sums of an epoch resumed mid-way
         self._weights_trainable = True
         supernet.architecture.seed(seed)
 
@@ -121,10 +101,6 @@ class Searcher:
         """The genotype of these probabilities under the configured rule and caps."""
         return derive_with_caps(self.space, probabilities, self.derivation, self.max_skip, self.max_parameter_free,
                                 self.derive_exclude)
-
-    def request_stop(self, signum: int) -> None:
-        """Asks the loop to checkpoint and stop after the current step (signal-handler safe)."""
-        self.control.request(signum)
 
     # ----------------------------------------------------------------- steps
     def _train_weights(self, flag: bool) -> None:
@@ -222,15 +198,6 @@ class Searcher:
         return loss_sum / n, 100.0 * correct / n
 
     # ----------------------------------------------------------------- epochs
-    def _diverged(self, epoch: int, step: int) -> SearchDiverged:
-        where = f"epoch {epoch + 1}, step {step}"
-        if self.out_dir is not None and (self.out_dir / CHECKPOINT).exists():
-            last = f"the last good checkpoint is {self.out_dir / CHECKPOINT} (resume with --resume {self.out_dir})"
-        else:
-            last = "no checkpoint was written yet"
-        return SearchDiverged(f"non-finite loss or gradient at {where}; {last}; "
-                              "lower search.lr or set search.on_nonfinite=skip")
-
     def train_epoch(self, epoch: int) -> dict:
         """Runs (the rest of) one epoch and returns its metrics."""
         s, arch = self.s, self.supernet.architecture
@@ -263,7 +230,7 @@ class Searcher:
             samples, carried = arch.sample_many(self.supernet.mode, tau, 2 if bilevel else 1, carry=pending,
                                                 perturb_first=perturb)
             if carried[0]:
-                raise self._diverged(epoch, step - 1)
+                raise self.diverged(epoch, step - 1)
             if search_arch and not s.bilevel:
                 loss, correct, ok, skipped = self.joint_step(x, y, samples[0])
             else:
@@ -283,20 +250,13 @@ class Searcher:
             else:
                 pending = (~ok).long()
             self.step = step + 1
-            stop, every = self.control.check(self.step, len(self.data.train), device)
-            if stop or every:
-                if int(pending):
-                    raise self._diverged(epoch, step)
-                self._partial = {**{k: v.item() for k, v in sums.items()}, **counts,
-                                 "elapsed": elapsed_before + time.perf_counter() - started}
-                self._save_checkpoint()
-                self._partial = None
-                if stop:
-                    bar.close()
-                    raise SearchInterrupted(self.control.signal, epoch, self.step)
+            self.checkpoint_in_epoch(
+                epoch, len(self.data.train), device, diverged=lambda: bool(int(pending)), bar=bar,
+                partial=lambda: {**{k: v.item() for k, v in sums.items()}, **counts,
+                                 "elapsed": elapsed_before + time.perf_counter() - started})
         bar.close()
         if int(pending):
-            raise self._diverged(epoch, self.step - 1)
+            raise self.diverged(epoch, self.step - 1)
         self.step = 0
         if self.dist.enabled:  # sums over every rank's shard
             reduced = all_reduce_sum(torch.stack([*sums.values(), *(torch.tensor(float(counts[k]), device=device)
@@ -332,20 +292,8 @@ class Searcher:
         metrics["epoch_time"] = elapsed
         return metrics
 
-    def run(self, until_epoch: int | None = None) -> dict:
-        """Runs epochs from the current position to ``until_epoch`` (default: the last); returns the final metrics."""
-        stop = self.s.epochs if until_epoch is None else min(until_epoch, self.s.epochs)
-        while self.epoch < stop:
-            metrics = self.train_epoch(self.epoch)
-            self.epoch += 1
-            self.history.append(metrics)
-            self._log_epoch(metrics)
-            self._write(metrics)
-            for hook in self.epoch_hooks:
-                hook(metrics)
-        return self.history[-1] if self.history else {}
-
-    def _log_epoch(self, m: dict) -> None:
+    def describe_epoch(self, m: dict) -> str:
+        """One line of losses, accuracies, mean entropy and time, then the current genotype."""
         parts = [f"epoch {m['epoch']:>3}/{self.s.epochs}", f"tau {m['tau']:.3f}",
                  f"train {m['train_loss']:.3f} / {m['train_acc']:5.1f}%"]
         if "arch_acc" in m:
@@ -354,7 +302,7 @@ class Searcher:
             parts.append(f"val {m['val_loss']:.3f} / {m['val_acc']:5.1f}%")
         mean_entropy = sum(sum(e) for e in m["entropy"].values()) / sum(len(e) for e in m["entropy"].values())
         parts += [f"entropy {mean_entropy:.3f}", f"{m['epoch_time']:.1f}s"]
-        self.log("  ".join(parts) + f"\n    {m['genotype']}")
+        return "  ".join(parts) + f"\n    {m['genotype']}"
 
     # ----------------------------------------------------------------- state
     def genotype_record(self) -> dict:
@@ -386,30 +334,5 @@ class Searcher:
         self.epoch, self.step, self._partial = state["epoch"], state.get("step", 0), state.get("partial")
         self.supernet.tau, self.history = state["tau"], list(state["metrics"])
 
-    def resume(self, checkpoint: str | Path) -> None:
-        """Loads a checkpoint and rewrites the metrics file to the epochs it covers."""
-        state = load_checkpoint(checkpoint)
-        if "arch_optimizer" not in state:
-            raise UserError(f"{str(checkpoint)!r} is not a search checkpoint (train_final.py wrote it?)")
-        try:
-            self.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"checkpoint {str(checkpoint)!r} does not fit this supernet "
-                            f"({str(e).splitlines()[0][:120]})") from None
-        if self.out_dir is not None:
-            for torn in self.out_dir.glob(".*.tmp"):  # a write cut short by SIGKILL
-                torn.unlink()
-            with open(self.out_dir / METRICS, "w") as f:
-                f.writelines(json.dumps(m) + "\n" for m in self.history)
-
-    def _save_checkpoint(self) -> None:
-        if self.out_dir is not None:
-            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict())
-
-    def _write(self, metrics: dict) -> None:
-        if self.out_dir is None:
-            return
-        with open(self.out_dir / METRICS, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+    def _write_files(self) -> None:
         save_genotype(self.out_dir / GENOTYPE, self.genotype_record())
-        self._save_checkpoint()

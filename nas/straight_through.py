@@ -100,7 +100,7 @@ class _GateBatchNorm(torch.autograd.Function):
         # The kernel's "weight gradient" is sum(g * zhat) per channel and its "bias gradient"
         # sum(g); it computes both for the input gradient anyway. Without affine, a weight of
         # ones gives the same input gradient and still returns sum(g * zhat).
-        weight = bn_weight if bn_weight is not None else torch.ones_like(mean, dtype=z.dtype)
+        weight = bn_weight if bn_weight is not None else torch.ones_like(mean)  # float32 beside half z: mixed BN
         grad_z, g_zhat, g_sum = torch.ops.aten.native_batch_norm_backward(
             g, z, weight, None, None, mean, invstd, True, ctx.eps, [need[1], True, bn_bias is not None])
         # <g, y> = sum_c w_c * sum(g_c * zhat_c) + b_c * sum(g_c)

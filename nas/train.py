@@ -19,12 +19,11 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import accuracy
 from tqdm import tqdm
 
-from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import atomic_write, rng_state, set_rng_state
 from .config import TrainConfig
 from .data import TensorLoader
-from .distributed import DistContext, StopControl, all_reduce_sum, average_gradients, broadcast_module
-from .errors import UserError
-from .search import CHECKPOINT, METRICS, SearchDiverged, SearchInterrupted
+from .distributed import DistContext, all_reduce_sum, average_gradients, broadcast_module
+from .loop import EpochLoop
 
 FINAL = "final.json"
 
@@ -48,8 +47,8 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops())
 
 
-class FinalTrainer:
-    """Trains a discrete network and owns its run directory.
+class FinalTrainer(EpochLoop):
+    """Trains a discrete network and owns its run directory (files, checkpoints and resume: ``nas.loop``).
 
     Args:
         network: The network (on its device). Its forward returns logits, or
@@ -62,16 +61,18 @@ class FinalTrainer:
         dist: This process's place in a multi-process run (gradients averaged, data sharded).
     """
 
+    checkpoint_key = "optimizer"
+    wrong_checkpoint = "is a search checkpoint, not one of train_final.py"
+    divergence_hint = "lower train.lr or set train.grad_clip"
+
     def __init__(self, network: nn.Module, train: TensorLoader, test: TensorLoader,
                  settings: TrainConfig | None = None, out_dir: str | Path | None = None,
                  log: Callable[[str], None] = print, dist: DistContext | None = None):
+        self.s = settings or TrainConfig()
+        super().__init__(self.s.epochs, self.s.checkpoint_every, out_dir, log, dist)
         self.net, self.train_data, self.test_data = network, train, test
-        self.dist = dist or DistContext()
         if self.dist.enabled:
             broadcast_module(network)
-        self.s = settings or TrainConfig()
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.log = log
         self.optimizer = torch.optim.SGD(network.parameters(), lr=self.s.lr, momentum=self.s.momentum,
                                          nesterov=self.s.nesterov and self.s.momentum > 0,
                                          weight_decay=self.s.weight_decay)
@@ -79,13 +80,6 @@ class FinalTrainer:
                                            t_in_epochs=True)
         self.device = train.device
         self.amp = self.s.amp and self.device.type == "cuda"
-        self.epoch, self.step, self.history = 0, 0, []
-        self.control = StopControl(self.s.checkpoint_every, self.dist)
-        self._partial: dict | None = None
-
-    def request_stop(self, signum: int) -> None:
-        """Checkpoint and stop after the current step."""
-        self.control.request(signum)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -128,20 +122,13 @@ class FinalTrainer:
             correct += (logits.argmax(1) == y).sum()
             seen += y.numel()
             self.step = step + 1
-            stop, every = self.control.check(self.step, len(self.train_data), self.device)
-            if stop or every:
-                if bool(bad):
-                    raise self._diverged(epoch)
-                self._partial = {"loss": loss_sum.item(), "correct": correct.item(), "seen": seen,
-                                 "elapsed": elapsed_before + time.perf_counter() - started}
-                self._save_checkpoint()
-                self._partial = None
-                if stop:
-                    bar.close()
-                    raise SearchInterrupted(self.control.signal, epoch, self.step)
+            self.checkpoint_in_epoch(
+                epoch, len(self.train_data), self.device, diverged=lambda: bool(bad), bar=bar,
+                partial=lambda: {"loss": loss_sum.item(), "correct": correct.item(), "seen": seen,
+                                 "elapsed": elapsed_before + time.perf_counter() - started})
         bar.close()
         if bool(bad):  # one check per epoch: a diverged epoch is never checkpointed
-            raise self._diverged(epoch)
+            raise self.diverged(epoch)
         self.step = 0
         totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
         if self.dist.enabled:
@@ -153,12 +140,6 @@ class FinalTrainer:
             metrics["test_loss"], metrics["test_acc"], metrics["test_acc5"] = self.evaluate()
         metrics["epoch_time"] = elapsed_before + time.perf_counter() - started
         return metrics
-
-    def _diverged(self, epoch: int) -> SearchDiverged:
-        where = f"a non-finite loss or gradient in epoch {epoch + 1}"
-        last = (f"the last good checkpoint is {self.out_dir / CHECKPOINT}" if self.out_dir is not None
-                and (self.out_dir / CHECKPOINT).exists() else "no checkpoint was written yet")
-        return SearchDiverged(f"{where}; {last}; lower train.lr or set train.grad_clip")
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float, float]:
@@ -183,22 +164,11 @@ class FinalTrainer:
         loss_sum, top1, top5, n = totals.tolist()
         return loss_sum / n, 100.0 * top1 / n, 100.0 * top5 / n
 
-    def run(self, until_epoch: int | None = None) -> dict:
-        """Trains to ``until_epoch`` (default: the last) and returns the latest metrics."""
-        stop = self.s.epochs if until_epoch is None else min(until_epoch, self.s.epochs)
-        while self.epoch < stop:
-            metrics = self.train_epoch(self.epoch)
-            self.epoch += 1
-            self.history.append(metrics)
-            test = f"  test {metrics['test_loss']:.3f} / {metrics['test_acc']:5.2f}%" if "test_acc" in metrics else ""
-            self.log(f"epoch {metrics['epoch']:>3}/{self.s.epochs}  lr {metrics['lr']:.4f}  "
-                     f"train {metrics['train_loss']:.3f} / {metrics['train_acc']:5.1f}%{test}  "
-                     f"{metrics['epoch_time']:.1f}s")
-            if self.out_dir is not None:
-                with open(self.out_dir / METRICS, "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-                self._save_checkpoint()
-        return self.history[-1] if self.history else {}
+    def describe_epoch(self, m: dict) -> str:
+        """One line: learning rate, train loss and accuracy, test figures when evaluated, time."""
+        test = f"  test {m['test_loss']:.3f} / {m['test_acc']:5.2f}%" if "test_acc" in m else ""
+        return (f"epoch {m['epoch']:>3}/{self.s.epochs}  lr {m['lr']:.4f}  "
+                f"train {m['train_loss']:.3f} / {m['train_acc']:5.1f}%{test}  {m['epoch_time']:.1f}s")
 
     def summary(self, **extra) -> dict:
         """What ``final.json`` holds: test accuracy, parameters, FLOPs and epoch times."""
@@ -227,23 +197,11 @@ class FinalTrainer:
                 "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "metrics": self.history}
 
-    def resume(self, checkpoint: str | Path) -> None:
-        """Continues from a checkpoint; rewrites the metrics file to the epochs it covers."""
-        state = load_checkpoint(checkpoint)
-        if "optimizer" not in state:
-            raise UserError(f"{str(checkpoint)!r} is a search checkpoint, not one of train_final.py")
+    def load_state_dict(self, state: dict) -> None:
+        """Restores what ``state_dict`` returned."""
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         self.epoch, self.step, self._partial = state["epoch"], state["step"], state["partial"]
         self.history = list(state["metrics"])
-        if self.out_dir is not None:
-            for torn in self.out_dir.glob(".*.tmp"):
-                torn.unlink()
-            with open(self.out_dir / METRICS, "w") as f:
-                f.writelines(json.dumps(m) + "\n" for m in self.history)
-
-    def _save_checkpoint(self) -> None:
-        if self.out_dir is not None:
-            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict())

@@ -16,7 +16,7 @@ from nas import UserError
 from nas.build import build_searcher
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import build_config
-from nas.search import SearchDiverged
+from nas.loop import RunDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.dataset=synthetic", "data.synthetic_size=96", "data.image_size=8", "data.batch_size=16",
@@ -63,7 +63,7 @@ def test_resume_from_any_step_checkpoint_is_bit_exact(tmp_path):
         first.weight_step = counting
         with pytest.raises(Exception) as info:
             first.run()
-        assert type(info.value).__name__ == "SearchInterrupted"
+        assert type(info.value).__name__ == "RunInterrupted"
         second = build_searcher(cfg, d, log=quiet)
         second.resume(d / "checkpoint.pt")
         assert (second.epoch, second.step) == divmod(cut, steps_per_epoch)
@@ -132,7 +132,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_the_last_checkpoint(tmp_path):
     searcher.run(until_epoch=1)
     with torch.no_grad():
         searcher.supernet.classifier.weight[0, 0] = float("nan")
-    with pytest.raises(SearchDiverged) as info:
+    with pytest.raises(RunDiverged) as info:
         searcher.run()
     message = str(info.value)
     assert "epoch 2, step 0" in message
