@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .frozen_relu_conv import run_sequential
 from .straight_through import StraightThroughBatchNorm2d
 
 
@@ -21,48 +22,6 @@ def add_all(tensors) -> torch.Tensor:
     for t in it:
         total = total + t
     return total
-
-
-class _FrozenReLUConv(torch.autograd.Function):
-    """``conv(relu(x))`` for a conv whose weights need no gradient (a search's arch step).
-
-    Autograd would keep ``relu(x)`` (4 bytes per element, for ReLU's backward and
-    as the conv's saved input); with the weights frozen the backward pass needs
-    only ReLU's sign, kept as one byte per element, and the conv's weight.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, conv):
-        ctx.conv, ctx.input_shape = conv, x.shape
-        # uint8, not bool: on the CPU uint8 -> float is a vectorised copy and bool ops with floats are not.
-        ctx.save_for_backward((x > 0).view(torch.uint8), weight)
-        return conv(torch.relu(x))  # [B, C_in, H, W] -> [B, C_out, H', W']
-
-    @staticmethod
-    def backward(ctx, g):
-        positive, weight = ctx.saved_tensors
-        conv = ctx.conv
-        grad = torch.nn.grad.conv2d_input(ctx.input_shape, weight, g, conv.stride, conv.padding, conv.dilation,
-                                          conv.groups)
-        return grad.mul_(positive.to(grad.dtype)), None, None
-
-
-def run_sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Runs ``seq``; each ReLU -> Conv2d pair whose conv is frozen and whose input needs a gradient
-    runs as one node that saves a bool mask (see ``_FrozenReLUConv``). Same values and gradients."""
-    modules = list(seq)
-    fuse = torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
-    k = 0
-    while k < len(modules):
-        module = modules[k]
-        if (fuse and type(module) is nn.ReLU and k + 1 < len(modules) and type(modules[k + 1]) is nn.Conv2d
-                and not modules[k + 1].weight.requires_grad and x.requires_grad):
-            x = _FrozenReLUConv.apply(x, modules[k + 1].weight, modules[k + 1])
-            k += 2
-        else:
-            x = module(x)
-            k += 1
-    return x
 
 
 class Zero(nn.Module):
