@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from .ops import Pooling, Zero, add_all
-from .straight_through import StraightThroughBatchNorm2d, gate_output, gate_recompute
+from .straight_through import StraightThroughBatchNorm2d, gate_avg_pool, gate_output, gate_recompute
 
 
 class ChoiceLayer(nn.Module):
@@ -58,7 +58,10 @@ class ChoiceLayer(nn.Module):
         """``op(x)`` behind the cheapest exact gate for this op (see ``nas.straight_through``)."""
         if isinstance(op, Zero):
             return gate_output(op(x), weights, index, is_zero=True)
-        if isinstance(op, (nn.AvgPool2d, nn.MaxPool2d)) or (isinstance(op, Pooling) and op.preprocess is None):
+        pool = op.pool if isinstance(op, Pooling) and op.preprocess is None else op
+        if type(pool) is nn.AvgPool2d:
+            return gate_avg_pool(pool, x, weights, index)
+        if type(pool) is nn.MaxPool2d:
             return gate_recompute(op, x, weights, index)
         norm = getattr(op, "final_norm", None)
         if isinstance(norm, StraightThroughBatchNorm2d) and norm.can_gate():

@@ -23,8 +23,9 @@ saves:
   per-channel sums the BN backward kernel computes anyway (they are its weight
   and bias gradients), so the BN output ``y`` is never stored and the inner
   product costs nothing extra;
-* parameter-free pooling: the gate saves the pool's input (as the pool itself
-  would) and recomputes the pool in the backward pass;
+* average pooling: the gate keeps the pool's input (as the pool itself would);
+  pooling is linear, so ``<g, P x> = <P^T g, x>``, the input gradient dotted
+  with the input; other parameter-free pools are recomputed in the backward pass;
 * ``none``: nothing is saved, ``<g, 0> = 0``;
 * anything else (identity, timm blocks): the output is saved, as before.
 
@@ -132,6 +133,34 @@ class _GateRecompute(torch.autograd.Function):
         return _weights_grad(ctx, g, inner), (grad_x if ctx.needs_input_grad[1] else None), None, None
 
 
+class _GateAvgPool(torch.autograd.Function):
+    """The gate on average pooling: saves only its input, as the pool does. Pooling is linear,
+    ``y = P x``, so ``<g, y> = <P^T g, x>``: the input gradient (computed anyway) dotted with ``x``."""
+
+    @staticmethod
+    def forward(ctx, weights, x, index, pool):
+        _remember(ctx, weights, index)
+        ctx.args = _avg_pool_args(pool)
+        ctx.save_for_backward(x)
+        return torch.ops.aten.avg_pool2d(x, *ctx.args)  # [B, C, H, W] -> [B, C, H', W']
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        grad_x = torch.ops.aten.avg_pool2d_backward(g, x, *ctx.args)
+        return (_weights_grad(ctx, g, _inner(grad_x, x)), (grad_x if ctx.needs_input_grad[1] else None),
+                None, None)
+
+
+def _avg_pool_args(pool: nn.AvgPool2d) -> tuple:
+    """``nn.AvgPool2d``'s settings in ``aten.avg_pool2d``'s argument order."""
+    pair = nn.modules.utils._pair
+    kernel = pair(pool.kernel_size)
+    stride = pair(pool.stride if pool.stride is not None else pool.kernel_size)
+    return (list(kernel), list(stride), list(pair(pool.padding)), pool.ceil_mode, pool.count_include_pad,
+            pool.divisor_override)
+
+
 class StraightThroughBatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` that can also be the straight-through gate of the op it ends.
 
@@ -170,3 +199,8 @@ def gate_output(out: torch.Tensor, weights: torch.Tensor, index: int, is_zero: b
 def gate_recompute(op: nn.Module, x: torch.Tensor, weights: torch.Tensor, index: int) -> torch.Tensor:
     """The gate of a cheap parameter-free ``op``: ``op(x)`` in value, recomputed for the backward pass."""
     return _GateRecompute.apply(weights, x, index, op)
+
+
+def gate_avg_pool(pool: nn.AvgPool2d, x: torch.Tensor, weights: torch.Tensor, index: int) -> torch.Tensor:
+    """The gate of average pooling: ``pool(x)`` in value, keeping only ``x`` (see ``_GateAvgPool``)."""
+    return _GateAvgPool.apply(weights, x, index, pool)

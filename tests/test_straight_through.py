@@ -27,6 +27,9 @@ def _cases():
     # Affine BN with running statistics (discrete-network settings): the gate must update them alike.
     yield "relu-conv-bn-affine-tracked", lambda: ReLUConvBN(6, 6, 3, 1, 1, affine=True, track_running_stats=True)
     yield "sepconv-affine-tracked", lambda: SepConv(6, 6, 3, 1, 1, affine=True, track_running_stats=True)
+    # Bare pools (the linear avg-pool gate, the recomputing max-pool gate).
+    yield "avg-pool-s2-ceil", lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)
+    yield "max-pool-s1", lambda: nn.MaxPool2d(3, 1, 1)
 
 
 CASES = dict(_cases())
@@ -89,6 +92,7 @@ def _saved_bytes(fn):
 
 
 @pytest.mark.parametrize("name", ["nb201-nor_conv_3x3", "nb201-nor_conv_1x1", "nb201-avg_pool_3x3", "nb201-none",
+                                  "avg-pool-s2-ceil", "max-pool-s1",
                                   "darts-sep_conv_3x3-s1", "darts-dil_conv_5x5-s2", "darts-max_pool_3x3-s1"])
 def test_gate_saves_no_more_than_the_op_itself(name):
     torch.manual_seed(0)
