@@ -1,5 +1,6 @@
 """The search loop: resume, warm-up, single level, and the quickstart end to end."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,41 @@ def test_quickstart_reaches_90_percent_and_writes_a_valid_genotype(tmp_path):
     space, genotype = load_genotype(out / "genotype.yaml")
     assert space.name == "nb201" and space.format(genotype) == final["genotype"]
     assert f"derived genotype: {final['genotype']}" in proc.stdout
+
+
+# Tensor methods that wait for the device (a host synchronisation on CUDA).
+SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+
+def _count_host_syncs(monkeypatch, fn) -> int:
+    """Calls of ``SYNCING`` methods while ``fn`` runs, except torch.optim's own: its step counters
+    stay on the CPU even for CUDA parameters, so reading them waits for nothing."""
+    count = {"n": 0}
+    for name in SYNCING:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            caller = sys._getframe(1).f_code.co_filename
+            if f"torch{os.sep}optim{os.sep}" not in caller:
+                count["n"] += 1
+            return _original(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    try:
+        fn()
+    finally:
+        monkeypatch.undo()
+    return count["n"]
+
+
+@pytest.mark.parametrize("extra", [[], ["model.space=darts"], ["search.aux_skip=true"]])
+def test_one_host_synchronisation_per_search_iteration(monkeypatch, extra):
+    # Epochs of 2 and of 6 iterations: the difference is what the iterations themselves cost.
+    syncs = {}
+    for size in (64, 192):
+        searcher = build_searcher(tiny(f"data.synthetic_size={size}", "search.eval_every=0", *extra),
+                                  log=lambda *_: None)
+        steps = len(searcher.data.train)
+        syncs[steps] = _count_host_syncs(monkeypatch, lambda: searcher.train_epoch(0))
+    (few, n_few), (many, n_many) = sorted(syncs.items())
+    assert many - few == 4
+    assert n_many - n_few == many - few  # exactly one per iteration: both samples' indices + the finite flag
