@@ -60,7 +60,7 @@ class ChoiceLayer(nn.Module):
             return gate_output(op(x), weights, index, is_zero=True)
         pool = op.pool if isinstance(op, Pooling) and op.preprocess is None else op
         if type(pool) is nn.AvgPool2d:
-            return gate_avg_pool(pool, x, weights, index)
+            return gate_avg_pool(op, pool, x, weights, index)
         if type(pool) is nn.MaxPool2d:
             return gate_recompute(op, x, weights, index)
         norm = getattr(op, "final_norm", None)

@@ -138,18 +138,18 @@ class _GateAvgPool(torch.autograd.Function):
     ``y = P x``, so ``<g, y> = <P^T g, x>``: the input gradient (computed anyway) dotted with ``x``."""
 
     @staticmethod
-    def forward(ctx, weights, x, index, pool):
+    def forward(ctx, weights, x, index, op, pool):
         _remember(ctx, weights, index)
         ctx.args = _avg_pool_args(pool)
         ctx.save_for_backward(x)
-        return torch.ops.aten.avg_pool2d(x, *ctx.args)  # [B, C, H, W] -> [B, C, H', W']
+        return op(x)  # the op module itself (its hooks run); no autograd here: [B, C, H, W] -> [B, C, H', W']
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         grad_x = torch.ops.aten.avg_pool2d_backward(g, x, *ctx.args)
         return (_weights_grad(ctx, g, _inner(grad_x, x)), (grad_x if ctx.needs_input_grad[1] else None),
-                None, None)
+                None, None, None)
 
 
 def _avg_pool_args(pool: nn.AvgPool2d) -> tuple:
@@ -201,6 +201,8 @@ def gate_recompute(op: nn.Module, x: torch.Tensor, weights: torch.Tensor, index:
     return _GateRecompute.apply(weights, x, index, op)
 
 
-def gate_avg_pool(pool: nn.AvgPool2d, x: torch.Tensor, weights: torch.Tensor, index: int) -> torch.Tensor:
-    """The gate of average pooling: ``pool(x)`` in value, keeping only ``x`` (see ``_GateAvgPool``)."""
-    return _GateAvgPool.apply(weights, x, index, pool)
+def gate_avg_pool(op: nn.Module, pool: nn.AvgPool2d, x: torch.Tensor, weights: torch.Tensor,
+                  index: int) -> torch.Tensor:
+    """The gate of an op that is an average pool ``pool`` (or wraps only one): ``op(x)`` in value,
+    keeping only ``x`` (see ``_GateAvgPool``)."""
+    return _GateAvgPool.apply(weights, x, index, op, pool)
