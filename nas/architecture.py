@@ -100,10 +100,11 @@ class Architecture(nn.Module):
         return out
 
     @torch.no_grad()
-    def derivation_scores(self) -> dict[str, torch.Tensor]:
-        """What derivation ranks, on the CPU: ``probabilities()``, each row scaled by its edge
-        weight under edge normalisation (PC-DARTS: an input's score is edge weight x op probability)."""
-        probs = self.probabilities()
+    def derivation_scores(self, probabilities: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """What derivation ranks, on the CPU: ``probabilities()`` (pass them if already computed),
+        each row scaled by its edge weight under edge normalisation (PC-DARTS: an input's score is
+        edge weight x op probability)."""
+        probs = self.probabilities() if probabilities is None else probabilities
         edges = self.edge_weights()
         if edges is None:
             return probs

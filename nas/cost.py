@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -148,22 +148,44 @@ def cost_tables(supernet: Supernet, input_shape: tuple[int, ...], metric: str,
 
 
 @torch.no_grad()
-def _flops(supernet: Supernet, input_shape: tuple[int, ...], shapes: dict) -> tuple[float, dict[int, list[float]]]:
+def measure_ops(supernet: Supernet, input_shape: tuple[int, ...], shapes: dict, batch: int,
+                measure: Callable[[Callable[[], object]], float],
+                make_input: Callable[..., torch.Tensor] = torch.zeros) -> tuple[float, dict[int, list[float]]]:
+    """Applies ``measure`` to the supernet's fixed part and to every candidate op (eval mode).
+
+    Args:
+        supernet: The supernet (on its device).
+        input_shape: One image, ``(C, H, W)``.
+        shapes: ``capture_shapes``'s result.
+        batch: Images per measured forward pass.
+        measure: Takes a zero-argument callable (one forward pass) and returns its cost.
+        make_input: Builds the input tensors (``torch.zeros``, ``torch.randn``, ...).
+
+    Returns:
+        ``(base, per_layer)``: the cost of a forward pass with every choice layer stubbed,
+        and choice layer id -> the cost of each op on that layer's input (0 for ``none``).
+    """
     device = _device(supernet)
     was_training = supernet.training
     supernet.eval()
     try:
         with stubbed_choice_layers(supernet, shapes):
-            x = torch.zeros(PROBE_BATCH, *input_shape, device=device)
-            base = _count(lambda: supernet.forward_sample(x, supernet.architecture.derive("gdas")))
+            x = make_input(batch, *input_shape, device=device)
+            sample = supernet.architecture.derive("gdas")
+            base = measure(lambda: supernet.forward_sample(x, sample))
         per_layer = {}
         for _, _, layer in supernet.choice_layers():
-            x = torch.zeros(PROBE_BATCH, *shapes[id(layer)][0], device=device)  # [2, C_in, H, W]
-            per_layer[id(layer)] = [0.0 if name == "none" else _count(lambda: op(x)) / PROBE_BATCH
+            x = make_input(batch, *shapes[id(layer)][0], device=device)  # [batch, C_in, H, W]
+            per_layer[id(layer)] = [0.0 if name == "none" else measure(lambda: op(x))
                                     for name, op in zip(layer.op_names, layer.ops)]
     finally:
         supernet.train(was_training)
-    return base / PROBE_BATCH, per_layer
+    return base, per_layer
+
+
+def _flops(supernet: Supernet, input_shape: tuple[int, ...], shapes: dict) -> tuple[float, dict[int, list[float]]]:
+    base, per_layer = measure_ops(supernet, input_shape, shapes, PROBE_BATCH, _count)
+    return base / PROBE_BATCH, {k: [v / PROBE_BATCH for v in values] for k, values in per_layer.items()}
 
 
 def _count(run) -> float:

@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 
 from .checkpoint import atomic_write
-from .cost import capture_shapes, layer_names, stubbed_choice_layers
+from .cost import capture_shapes, layer_names, measure_ops
 from .errors import UserError
 from .supernet import Supernet
 
@@ -71,23 +71,11 @@ def profile_latency(supernet: Supernet, input_shape: tuple[int, ...], batch: int
     device = next(supernet.parameters()).device
     shapes = capture_shapes(supernet, input_shape)
     names = layer_names(supernet)
-    was_training = supernet.training
-    supernet.eval()
-    try:
-        with stubbed_choice_layers(supernet, shapes):
-            x = torch.randn(batch, *input_shape, device=device)
-            sample = supernet.architecture.derive("gdas")
-            base_ms = _median_ms(lambda: supernet.forward_sample(x, sample), device, repeats, warmup)
-        layers = []
-        for group, edge, layer in supernet.choice_layers():
-            in_shape = shapes[id(layer)][0]
-            x = torch.randn(batch, *in_shape, device=device)  # [batch, C_in, H, W]
-            ms = [0.0 if name == "none" else _median_ms(lambda: op(x), device, repeats, warmup)
-                  for name, op in zip(layer.op_names, layer.ops)]
-            layers.append({"name": names[id(layer)], "group": group, "edge": edge, "input_shape": list(in_shape),
-                           "ops": list(layer.op_names), "ms": ms})
-    finally:
-        supernet.train(was_training)
+    base_ms, per_layer = measure_ops(supernet, input_shape, shapes, batch,
+                                     lambda run: _median_ms(run, device, repeats, warmup), make_input=torch.randn)
+    layers = [{"name": names[id(layer)], "group": group, "edge": edge, "input_shape": list(shapes[id(layer)][0]),
+               "ops": list(layer.op_names), "ms": per_layer[id(layer)]}
+              for group, edge, layer in supernet.choice_layers()]
     return {"format": FORMAT, "unit": "ms", "pass": "forward", "supernet": type(supernet).__name__,
             "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
             "batch": batch, "repeats": repeats, "warmup": warmup, "input_shape": list(input_shape),

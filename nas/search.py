@@ -283,7 +283,7 @@ class Searcher(EpochLoop):
             metrics["derived_cost"] = self.cost.derived_cost(self.supernet.architecture)
         if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
             metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val_eval)
-        metrics["genotype"] = self.space.format(self.derive(self.supernet.architecture.derivation_scores()))
+        metrics["genotype"] = self.space.format(self.derive(self.supernet.architecture.derivation_scores(probs)))
         metrics["probabilities"] = {g: [[round(v, 5) for v in row] for row in p.tolist()] for g, p in probs.items()}
         metrics["entropy"] = {g: [round(v, 5) for v in e.tolist()] for g, e in entropy.items()}
         edges = self.supernet.architecture.edge_weights()
@@ -308,7 +308,7 @@ class Searcher(EpochLoop):
     def genotype_record(self) -> dict:
         """The current derived genotype with probabilities, as written to ``genotype.yaml``."""
         probs = self.supernet.architecture.probabilities()
-        return genotype_record(self.space, self.derive(self.supernet.architecture.derivation_scores()), probs,
+        return genotype_record(self.space, self.derive(self.supernet.architecture.derivation_scores(probs)), probs,
                                mode=self.supernet.mode, derivation=self.derivation or self.space.derivation_rules[0],
                                epoch=self.epoch)
 

@@ -18,15 +18,6 @@ SMALL = {"nb201": dict(C=4, N=1), "darts": dict(C=4, N=1), "mobilenet": dict(C=8
 SHAPE = {"nb201": (3, 8, 8), "darts": (3, 8, 8), "mobilenet": (3, 16, 16)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: intra-op threads only add synchronisation, which is very slow on a loaded 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def supernet(space, mode="gdas", seed=0):
     torch.manual_seed(seed)
     net = search_spaces.get(space).build_supernet(mode=mode, num_classes=10, **SMALL[space])

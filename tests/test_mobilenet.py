@@ -16,15 +16,6 @@ SPACE = search_spaces.get("mobilenet")
 SMALL = dict(C=8, head_width=32)  # widths 8, 8, 8, 8, 16, 24, 40, 80; head 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: intra-op threads only add synchronisation, which is very slow on a loaded 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def count(module):
     return sum(p.numel() for p in module.parameters())
 
