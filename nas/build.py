@@ -60,13 +60,17 @@ def _load(cfg: Config, train: bool):
     d = cfg.data
     return load_dataset(d.dataset, root=d.root, train=train, download=d.download, image_size=d.image_size,
                         synthetic_size=d.synthetic_size, synthetic_classes=d.synthetic_classes,
-                        seed=cfg.seed, num_workers=d.num_workers)
+                        seed=cfg.seed, num_workers=d.num_workers, test_split=d.test_split,
+                        skip_bad_images=d.skip_bad_images)
 
 
-def build_search_data_from_config(cfg: Config, device: torch.device, ctx: DistContext | None = None) -> SearchData:
-    """Loads the configured training set and splits it for the search."""
+def build_search_data_from_config(cfg: Config, device: torch.device, ctx: DistContext | None = None,
+                                  log=None) -> SearchData:
+    """Loads the configured training set and splits it for the search (``log``: where to say what it holds)."""
     d, ctx = cfg.data, ctx or DistContext()
     images = _load(cfg, train=True)
+    if log is not None and ctx.is_main:
+        log(f"training images: {images.source}")
     data_device = device if d.device_resident else torch.device("cpu")
     return build_search_data(images, d.split, d.batch_size, augment=d.augment, seed=cfg.seed, device=data_device,
                              rank=ctx.rank, world_size=ctx.world_size)
@@ -88,7 +92,8 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
                             "(only darts has it); set model.edge_normalization=false")
         extra["edge_normalization"] = True
     seed_everything(cfg.seed, cfg.deterministic)
-    data = build_search_data_from_config(cfg, device, ctx)
+    # An image folder's training images may exclude a held-out test split or unreadable files: say which.
+    data = build_search_data_from_config(cfg, device, ctx, log=log if cfg.data.dataset == "imagefolder" else None)
     torch.manual_seed(cfg.seed)  # the supernet's initial weights do not depend on how the data was built
     supernet = space.build_supernet(mode=cfg.model.mode, num_classes=data.num_classes, C=cfg.model.C,
                                     N=cfg.model.N, in_channels=data.in_channels,
@@ -130,4 +135,8 @@ def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | P
                                   drop_path_prob=t.drop_path_prob,
                                   **_input_size(space.build_network, train_set.images.shape[-1]))
     trainer = FinalTrainer(network.to(device), train, test, t, out_dir=out_dir, log=log, dist=ctx)
+    trainer.test_set = test_set.source
+    if ctx.is_main:
+        log(f"training images: {train_set.source}")
+        log(f"test images: {test_set.source}")
     return trainer, space, genotype

@@ -50,6 +50,8 @@ class DataConfig:
     augment: bool = True          # random crop (+ flip where the dataset allows it)
     cutout: int = 0               # cutout square side in pixels (0: off; DARTS evaluation uses 16)
     image_size: int = 32          # imagefolder resize / synthetic size
+    test_split: float = 0.1       # imagefolder without train/ and val/: fraction held out as the test set
+    skip_bad_images: bool = False  # imagefolder: leave out unreadable images (counted) instead of refusing them
     synthetic_size: int = 256     # images in the synthetic set
     synthetic_classes: int = 4
     device_resident: bool = True  # keep tensor datasets on the training device (no DataLoader)
@@ -205,6 +207,7 @@ def _check(cfg: Config) -> None:
     need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
     need(d.cutout >= 0, "data.cutout", f"must be >= 0, got {d.cutout}")
     need(d.image_size >= 4, "data.image_size", f"must be >= 4, got {d.image_size}")
+    need(0.0 < d.test_split < 1.0, "data.test_split", f"must be in (0, 1), got {d.test_split}")
     need(d.synthetic_size >= 2, "data.synthetic_size", f"must be >= 2, got {d.synthetic_size}")
     need(d.synthetic_classes >= 2, "data.synthetic_classes", f"must be >= 2, got {d.synthetic_classes}")
     need(m.mode in MODES, "model.mode", f"must be one of {', '.join(MODES)}, got {m.mode!r}")

@@ -9,7 +9,9 @@ function of (seed, epoch), which makes resumed runs see the same batches.
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import warnings
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -39,6 +41,8 @@ class ImageSet:
         scale: Pixel value that maps to 1.0 (255 for photos, 16 for the digits).
         pad: Random-crop padding in pixels (0: no crop).
         flip: Random horizontal flips.
+        source: Where the images come from, in words (logged, and written to ``final.json``
+            for the test set).
     """
 
     images: torch.Tensor
@@ -49,6 +53,7 @@ class ImageSet:
     scale: float = 255.0
     pad: int = 4
     flip: bool = True
+    source: str = ""
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
         """The same set restricted to ``index``."""
@@ -75,7 +80,9 @@ def load_digits(train: bool = True) -> ImageSet:
     mean = (images.float() / 16).mean().item()
     std = (images.float() / 16).std().item()
     # Digits are not mirror-symmetric: shift by up to one pixel, never flip.
-    return ImageSet(images[index], labels[index], 10, (mean,), (std,), scale=16.0, pad=1, flip=False)
+    source = ("the bundled digits' training split" if train else "the bundled digits' fixed test split") \
+        + f": {len(index):,} images"
+    return ImageSet(images[index], labels[index], 10, (mean,), (std,), scale=16.0, pad=1, flip=False, source=source)
 
 
 CLUTTER_CANVAS = 16      # digits_clutter: side of the canvas each 8x8 digit is placed on
@@ -134,7 +141,8 @@ def load_digits_clutter(train: bool = True) -> ImageSet:
     canvas += CLUTTER_NOISE * torch.rand(canvas.shape, generator=g)
     images = canvas.clamp(0, 16).round().to(torch.uint8)[:, None]
     # Position varies already; a one-pixel shift is enough augmentation, and digits never flip.
-    return ImageSet(images, source.labels.clone(), 10, CLUTTER_MEAN, CLUTTER_STD, scale=16.0, pad=1, flip=False)
+    return ImageSet(images, source.labels.clone(), 10, CLUTTER_MEAN, CLUTTER_STD, scale=16.0, pad=1, flip=False,
+                    source=source.source.replace("digits'", "digits_clutter's"))
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -195,35 +203,283 @@ def load_cifar(name: str, root: str | Path, train: bool = True, download: bool =
                             f"'{label_key}'); delete {folder} and set data.download=true")
     data = torch.cat([torch.as_tensor(b["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32) for b in batches])
     labels = torch.cat([torch.as_tensor(b[label_key], dtype=torch.long) for b in batches])
-    return ImageSet(data, labels, num_classes, mean, std)
+    part = "training set" if train else "official test set"
+    return ImageSet(data, labels, num_classes, mean, std, source=f"the {title} {part} in {folder}: {len(labels):,} images")
 
 
-def load_imagefolder(root: str | Path, image_size: int = 32, train: bool = True, num_workers: int = 0) -> ImageSet:
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# The held-out test split of a flat image folder is drawn with this seed, never with the run's
+# seed, so a search and a retraining of the same folder (any seeds) hold out the same images.
+TEST_SPLIT_SEED = 0
+
+
+@dataclass
+class _FileList:
+    """What walking an image folder found: one path and label per image file."""
+
+    paths: list
+    labels: torch.Tensor
+    classes: list
+    loops: list  # directory links not followed because they lead back to a folder being walked
+
+
+def _key(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _scandir(folder: str) -> list:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        raise UserError(f"cannot list folder {folder!r} ({e.strerror}); check its permissions") from None
+
+
+def _class_dirs(folder: Path) -> list:
+    """Sorted ``DirEntry`` of the class folders of ``folder`` (links followed; hidden folders ignored)."""
+    return [e for e in _scandir(str(folder)) if not e.name.startswith(".") and e.is_dir()]
+
+
+def _walk_images(class_dir: str, ancestors: frozenset, files: list, loops: list) -> None:
+    """Appends the image files under ``class_dir`` (any depth, sorted) to ``files``.
+
+    Directory links are followed unless they lead to a folder on the current
+    path (``ancestors``: device and inode of each): such a link loops, and
+    following it would read the same images over and over.
+    """
+    for e in _scandir(class_dir):
+        if e.name.startswith("."):  # .DS_Store, ._x.jpg (AppleDouble), .ipynb_checkpoints: never images
+            continue
+        try:
+            is_dir = e.is_dir()
+            key = _key(e.stat()) if is_dir else None
+        except OSError:  # a broken link: kept as a file when its name says image, so reading it reports it
+            is_dir = False
+        if is_dir:
+            if key in ancestors:
+                loops.append(e.path)
+            else:
+                _walk_images(e.path, ancestors | {key}, files, loops)
+        elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+            files.append(e.path)
+
+
+def _list_images(folder: Path, classes: list | None = None) -> _FileList:
+    """Every image file of ``folder/<class>/...`` with its class index.
+
+    Args:
+        folder: The folder of class subfolders.
+        classes: The class names of the training folder, when ``folder`` is the
+            evaluation folder: its class names must be the same.
+
+    Raises:
+        UserError: no class folder, a class without images, class names that
+            differ from ``classes``, or one file reached from two classes.
+    """
+    entries = _class_dirs(folder)
+    names = [e.name for e in entries]
+    if not entries:
+        raise UserError(f"no images found in {str(folder)!r}: it has no class folders; "
+                        f"expected {folder}/<class>/<image>.png")
+    if classes is not None and names != classes:
+        only_train = sorted(set(classes) - set(names))
+        only_here = sorted(set(names) - set(classes))
+        parts = ([f"only in train/: {', '.join(only_train)}"] if only_train else []) \
+            + ([f"only in {folder.name}/: {', '.join(only_here)}"] if only_here else [])
+        raise UserError(f"train/ and {folder.name}/ of {str(folder.parent)!r} must have the same class folders "
+                        f"({'; '.join(parts)}); rename or remove them so both hold the same classes")
+    top = _key(os.stat(folder))
+    paths, labels, loops, owner = [], [], [], {}
+    for index, e in enumerate(entries):
+        key = _key(e.stat())
+        if key == top:  # a class folder that is a link to the folder itself
+            loops.append(e.path)
+            continue
+        files = []
+        _walk_images(e.path, frozenset({top, key}), files, loops)
+        for path in files:
+            try:
+                file_key = _key(os.stat(path))
+            except OSError:
+                file_key = ("missing", path)
+            if file_key in owner:
+                other_path, other = owner[file_key]
+                if other != index:  # the same file under two labels: every label of it would be a guess
+                    raise UserError(f"{other_path!r} (class {names[other]}) and {path!r} (class {e.name}) are the "
+                                    "same file; an image must belong to one class: remove the link or copy")
+                continue  # the same file reached twice within its class: read once
+            owner[file_key] = (path, index)
+            paths.append(path)
+            labels.append(index)
+    label_tensor = torch.tensor(labels, dtype=torch.long)
+    empty = [n for i, n in enumerate(names) if not (label_tensor == i).any()]
+    if empty:
+        raise UserError(f"class folder(s) {', '.join(empty)} of {str(folder)!r} hold no images "
+                        f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder(s)")
+    return _FileList(paths, label_tensor, names, loops)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return f"{type(e).__name__}: {text}" if type(e).__name__ not in text else text
+
+
+def _decode(path: str, image_size: int) -> tuple[torch.Tensor | None, str | None]:
+    """Reads one image as uint8 ``[3, image_size, image_size]``; ``(None, reason)`` if it cannot be read."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that: a bomb all the same.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")  # decodes the whole file: truncated data fails here
+        resized = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        return TF.pil_to_tensor(resized), None
+    except Exception as e:  # whatever the decoder raises, the cause is this file
+        return None, _one_line(e)
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Decodes image files in DataLoader workers; a file that cannot be read gives its reason, not an exception."""
+
+    def __init__(self, paths: list, image_size: int):
+        self.paths, self.image_size = paths, image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return _decode(self.paths[i], self.image_size)
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def _decode_all(paths: list, image_size: int, num_workers: int, skip_bad: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Decodes ``paths``; returns ``(images [N, 3, S, S], kept [N] indices into paths, skipped)``.
+
+    Raises:
+        UserError: for the first file that cannot be read, unless ``skip_bad``.
+    """
+    loader = torch.utils.data.DataLoader(_ImageFiles(paths, image_size), batch_size=64, num_workers=num_workers,
+                                         collate_fn=_as_list)
+    images, kept, i = [], [], 0
+    for batch in loader:
+        for image, reason in batch:
+            if image is None and not skip_bad:
+                raise UserError(f"cannot read image {paths[i]!r} ({reason}); fix or delete it, or set "
+                                "data.skip_bad_images=true to leave out the images that cannot be read")
+            if image is not None:
+                images.append(image)
+                kept.append(i)
+            i += 1
+    stacked = torch.stack(images) if images else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
+    return stacked, torch.tensor(kept, dtype=torch.long), len(paths) - len(kept)
+
+
+def hold_out(labels: torch.Tensor, fraction: float, seed: int = TEST_SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded split of ``range(len(labels))`` into ``(kept, held_out)``, stratified by class.
+
+    ``k = round(len(labels) * fraction)`` items are held out, shared among the
+    classes by largest remainder: class ``c`` of ``n_c`` items gives
+    ``n_c * k / len(labels)`` rounded up or down (less than one item off), and
+    which of its items go is a seeded draw. Both index tensors are sorted.
+    """
+    n = labels.numel()
+    g = torch.Generator().manual_seed(seed)
+    k = int(round(n * fraction))
+    classes, sizes = labels.unique(return_counts=True)
+    quota = sizes.double() * k / max(n, 1)
+    share = quota.floor().long()
+    # The items left after rounding down go to the largest remainders; ties in a seeded order.
+    remainder = quota - share
+    order = torch.randperm(len(classes), generator=g)
+    order = order[torch.argsort(remainder[order], descending=True, stable=True)]
+    share[order[:k - int(share.sum())]] += 1
+    held = []
+    for c, m in zip(classes.tolist(), share.tolist()):
+        members = (labels == c).nonzero().squeeze(1)
+        held.append(members[torch.randperm(len(members), generator=g)[:m]])
+    mask = torch.zeros(n, dtype=torch.bool)
+    if held:
+        mask[torch.cat(held)] = True
+    return (~mask).nonzero().squeeze(1), mask.nonzero().squeeze(1)
+
+
+def _notes(skipped: int, loops: list) -> str:
+    notes = [f", {skipped} unreadable image(s) skipped"] if skipped else []
+    if loops:
+        notes.append(f", {len(loops)} looping folder link(s) not followed ({loops[0]}"
+                     f"{', ...' if len(loops) > 1 else ''})")
+    return "".join(notes)
+
+
+def load_imagefolder(root: str | Path, image_size: int = 32, train: bool = True, num_workers: int = 0,
+                     test_split: float = 0.1, skip_bad_images: bool = False) -> ImageSet:
     """An ImageFolder tree (``root/<class>/<image>``), resized to ``image_size`` and held in memory.
 
-    ``root/train`` and ``root/val`` (or ``root/test``) are used when present;
-    otherwise ``root`` itself is the training set.
-    """
-    import torchvision
-    from torchvision import transforms
+    With ``root/train`` and ``root/val`` (or ``root/test``), those are the
+    training and test sets, and their class folders must match. Otherwise
+    ``root`` holds both: a seeded, class-stratified ``test_split`` of its
+    images (``hold_out`` with ``TEST_SPLIT_SEED``) is the test set and never
+    part of the training set. ``ImageSet.source`` says which.
 
+    Args:
+        root: The image folder.
+        image_size: Side images are resized to.
+        train: The training set, else the test set.
+        num_workers: DataLoader processes that decode images.
+        test_split: Fraction of a flat folder held out for testing.
+        skip_bad_images: Leave out files that cannot be read (counted in
+            ``source``) instead of refusing them.
+
+    Raises:
+        UserError: a missing folder, a file that cannot be read (unless
+            skipped), a class without images, different class folders in
+            ``train/`` and ``val/``, or one file in two classes.
+    """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"image folder {str(root)!r} does not exist; set data.root to a folder of class subfolders")
-    folder = root
     if (root / "train").is_dir():
-        folder = root / "train" if train else next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
-        if folder is None:
+        evaluation = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
+        if evaluation is None:
             raise UserError(f"{str(root)!r} has train/ but no val/ or test/ folder for evaluation")
-    tf = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.PILToTensor()])
-    try:
-        ds = torchvision.datasets.ImageFolder(str(folder), transform=tf)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise UserError(f"no images found in {str(folder)!r} ({e}); expected {folder}/<class>/<image>.png") from None
-    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=num_workers)
-    images, labels = zip(*loader)
-    return ImageSet(torch.cat(images), torch.cat(labels), len(ds.classes), IMAGENET_MEAN, IMAGENET_STD,
-                    pad=image_size // 8)
+        listing = _list_images(root / "train")
+        # The evaluation folder's classes are checked for the search too: a mismatch is refused up front.
+        eval_listing = _list_images(evaluation, classes=listing.classes)
+        chosen = listing if train else eval_listing
+        paths, labels = chosen.paths, chosen.labels
+        where = f"{root / 'train'}" if train else f"{evaluation}"
+    else:
+        chosen = listing = _list_images(root)
+        if not 0 < test_split < 1:
+            raise UserError(f"data.test_split must be in (0, 1) for a flat image folder, got {test_split}")
+        kept, held = hold_out(listing.labels, test_split)
+        if len(held) == 0 or len(kept) == 0:
+            raise UserError(f"data.test_split={test_split} of the {len(listing.paths)} images in {str(root)!r} "
+                            "leaves an empty training or test set; change data.test_split, add images, "
+                            "or give train/ and val/ folders")
+        index = kept if train else held
+        paths, labels = [listing.paths[i] for i in index.tolist()], listing.labels[index]
+        share = f"{test_split * 100:g}%"
+        where = (f"{root} less the held-out {share} test split" if train else
+                 f"held out {share} of {root} (stratified by class, split seed {TEST_SPLIT_SEED})")
+    images, kept_files, skipped = _decode_all(paths, image_size, num_workers, skip_bad_images)
+    labels = labels[kept_files]
+    if train:
+        present = set(labels.unique().tolist())
+        empty = [n for i, n in enumerate(listing.classes) if i not in present]
+        if empty:
+            after = f" after skipping {skipped} unreadable image(s)" if skipped else ""
+            raise UserError(f"class(es) {', '.join(empty)} have no training image left in {where}{after}; "
+                            "add images (or lower data.test_split) or remove the class folder(s)")
+    source = f"{where}: {len(labels):,} images{_notes(skipped, chosen.loops)}"
+    return ImageSet(images, labels, len(listing.classes), IMAGENET_MEAN, IMAGENET_STD, pad=image_size // 8,
+                    source=source)
 
 
 def make_synthetic(size: int = 256, num_classes: int = 4, image_size: int = 16, channels: int = 3,
@@ -236,13 +492,19 @@ def make_synthetic(size: int = 256, num_classes: int = 4, image_size: int = 16, 
     labels = torch.randint(num_classes, (size,), generator=g)
     images = templates[labels] + 0.25 * torch.randn(size, channels, image_size, image_size, generator=g)
     images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
-    return ImageSet(images, labels, num_classes, (0.5,) * channels, (0.25,) * channels, pad=image_size // 8)
+    source = f"synthetic {'training' if train else 'test'} images (seed {seed}, a draw of their own): {size:,} images"
+    return ImageSet(images, labels, num_classes, (0.5,) * channels, (0.25,) * channels, pad=image_size // 8,
+                    source=source)
 
 
 def load_dataset(name: str, root: str | Path = "data", train: bool = True, download: bool = False,
                  image_size: int = 32, synthetic_size: int = 256, synthetic_classes: int = 4,
-                 seed: int = 0, num_workers: int = 0) -> ImageSet:
-    """Loads a dataset by name: ``digits``, ``digits_clutter``, ``cifar10``, ``cifar100``, ``imagefolder`` or ``synthetic``."""
+                 seed: int = 0, num_workers: int = 0, test_split: float = 0.1,
+                 skip_bad_images: bool = False) -> ImageSet:
+    """Loads a dataset by name: ``digits``, ``digits_clutter``, ``cifar10``, ``cifar100``, ``imagefolder`` or ``synthetic``.
+
+    ``test_split`` and ``skip_bad_images`` apply to ``imagefolder`` (see ``load_imagefolder``).
+    """
     if name == "digits":
         return load_digits(train)
     if name == "digits_clutter":
@@ -250,7 +512,7 @@ def load_dataset(name: str, root: str | Path = "data", train: bool = True, downl
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, root, train, download)
     if name == "imagefolder":
-        return load_imagefolder(root, image_size, train, num_workers)
+        return load_imagefolder(root, image_size, train, num_workers, test_split, skip_bad_images)
     if name == "synthetic":
         return make_synthetic(synthetic_size, synthetic_classes, image_size, seed=seed, train=train)
     raise UserError(f"unknown dataset {name!r}; choose from digits, digits_clutter, cifar10, cifar100, imagefolder, synthetic")

@@ -62,6 +62,7 @@ class FinalTrainer(EpochLoop):
     """
 
     checkpoint_key = "optimizer"
+    test_set = ""  # where the test images come from, in words (written to final.json)
     wrong_checkpoint = "is a search checkpoint, not one of train_final.py"
     divergence_hint = "lower train.lr or set train.grad_clip"
 
@@ -171,10 +172,11 @@ class FinalTrainer(EpochLoop):
                 f"train {m['train_loss']:.3f} / {m['train_acc']:5.1f}%{test}  {m['epoch_time']:.1f}s")
 
     def summary(self, **extra) -> dict:
-        """What ``final.json`` holds: test accuracy, parameters, FLOPs and epoch times."""
+        """What ``final.json`` holds: test accuracy and what it was measured on, parameters, FLOPs and epoch times."""
         last = self.history[-1]
         shape = tuple(self.test_data.images.shape[1:])
-        return {**extra, "test_acc": last.get("test_acc"), "test_acc5": last.get("test_acc5"),
+        return {**extra, "test_set": self.test_set, "test_images": self.test_data.labels.numel(),
+                "test_acc": last.get("test_acc"), "test_acc5": last.get("test_acc5"),
                 "test_loss": last.get("test_loss"), "epochs": self.s.epochs,
                 "params": count_parameters(self.net, exclude="auxiliary_head"),
                 "params_with_auxiliary": count_parameters(self.net),

@@ -288,14 +288,17 @@ def _check_colours(s: ImageSet, classes: list[str]) -> None:
 
 def test_imagefolder_flat_root(tmp_path):
     _write_pngs(tmp_path, {"a_red": 2, "b_green": 3, "c_blue": 1}, size=(10, 6))
-    s = load_imagefolder(tmp_path, image_size=8)
-    assert s.images.shape == (6, 3, 8, 8) and s.images.dtype == torch.uint8
-    assert sorted(s.labels.tolist()) == [0, 0, 1, 1, 1, 2]
-    assert s.num_classes == 3
+    s = load_imagefolder(tmp_path, image_size=8, test_split=0.2)  # holds out round(6 * 0.2) = 1 image
+    held = load_imagefolder(tmp_path, image_size=8, train=False, test_split=0.2)
+    assert s.images.shape == (5, 3, 8, 8) and s.images.dtype == torch.uint8
+    assert held.images.shape == (1, 3, 8, 8)
+    assert sorted(s.labels.tolist() + held.labels.tolist()) == [0, 0, 1, 1, 1, 2]
+    assert s.num_classes == 3 and held.num_classes == 3
     _check_colours(s, ["a_red", "b_green", "c_blue"])
+    _check_colours(held, ["a_red", "b_green", "c_blue"])
     assert s.pad == 1 and s.mean == IMAGENET_MEAN
-    bigger = load_imagefolder(tmp_path, image_size=16)
-    assert bigger.images.shape == (6, 3, 16, 16) and bigger.pad == 2
+    bigger = load_imagefolder(tmp_path, image_size=16, test_split=0.2)
+    assert bigger.images.shape == (5, 3, 16, 16) and bigger.pad == 2
 
 
 def test_imagefolder_train_and_val_subfolders(tmp_path):
