@@ -8,12 +8,20 @@ import torch.nn as nn
 import search_spaces
 from nas import ChoiceLayer
 from nas.ops import ReLUConvBN, SepConv
-from nas.straight_through import StraightThroughBatchNorm2d
+from nas.straight_through import ALL_OPS, GATE_RULES, SAMPLED_OP, StraightThroughBatchNorm2d
 
 
-def reference(op, x, weights, index):
-    """GDAS's straight-through mix written with autograd ops (the official code's formula)."""
-    return weights[index] * op(x) + (weights.sum() - weights[index])
+def reference(op, x, weights, index, rule=ALL_OPS):
+    """GDAS's straight-through mix written with autograd ops (the official code's formulas)."""
+    if rule == SAMPLED_OP:
+        return weights[index] * op(x)  # DARTS-space MixedOp.forward_gdas
+    return weights[index] * op(x) + (weights.sum() - weights[index])  # NB201 SearchCell.forward_gdas
+
+
+def gated(op, x, weights, index, rule=ALL_OPS):
+    """The choice layer's gate with ``op`` as the sampled op ``index`` of ``len(weights)`` ops."""
+    ops = {f"op{k}": op if k == index else nn.Identity() for k in range(weights.shape[0])}
+    return ChoiceLayer(ops, gdas_gate=rule)._straight_through(index, x, weights)
 
 
 def _cases():
@@ -35,15 +43,16 @@ def _cases():
 CASES = dict(_cases())
 
 
-def _run(op, x, weights, index, fused):
+def _run(op, x, weights, index, fused, rule=ALL_OPS):
     if fused:
-        return ChoiceLayer._straight_through(op, x, weights, index)
-    return reference(op, x, weights, index)
+        return gated(op, x, weights, index, rule)
+    return reference(op, x, weights, index, rule)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("train_weights", [True, False])
-def test_gate_matches_the_autograd_formula(name, train_weights):
+@pytest.mark.parametrize("rule", GATE_RULES)
+def test_gate_matches_the_autograd_formula(name, train_weights, rule):
     torch.manual_seed(0)
     op = CASES[name]().double()
     for p in op.parameters():
@@ -61,7 +70,7 @@ def test_gate_matches_the_autograd_formula(name, train_weights):
         hard = torch.zeros_like(soft)
         hard[2] = 1.0
         weights = hard + (soft - soft.detach())
-        out = _run(model, x, weights, 2, fused)
+        out = _run(model, x, weights, 2, fused, rule)
         g = torch.randn_like(out, generator=torch.Generator().manual_seed(1))
         out.backward(g)
         outs.append(out.detach())
@@ -75,7 +84,8 @@ def test_gate_matches_the_autograd_formula(name, train_weights):
             torch.testing.assert_close(fused, ref)
     for fused, ref in zip(buffers[1], buffers[0]):
         torch.testing.assert_close(fused, ref)
-    assert grads[1][0].abs().sum() > 0  # the logits got a gradient
+    if rule == ALL_OPS or "none" not in name:  # h[i] * 0 gives no logit gradient under sampled_op
+        assert grads[1][0].abs().sum() > 0  # the logits got a gradient
 
 
 def _saved_bytes(fn):
@@ -103,7 +113,7 @@ def test_gate_saves_no_more_than_the_op_itself(name):
     weights[2] = 1.0
     weights.requires_grad_(True)
     alone = _saved_bytes(lambda: op(x))
-    fused = _saved_bytes(lambda: ChoiceLayer._straight_through(op, x, weights, 2))
+    fused = _saved_bytes(lambda: gated(op, x, weights, 2))
     formula = _saved_bytes(lambda: reference(op, x, weights, 2))
     assert fused <= alone + 1024  # at most a few per-channel statistics more
     if "none" not in name:
