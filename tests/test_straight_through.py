@@ -181,3 +181,83 @@ def test_gate_matches_in_channels_last(name):
         grads.append((w.grad, x.grad))
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(grads[1][1], grads[0][1])
+
+
+class ConvBNReLU(nn.Module):
+    """Names its BN ``final_norm`` although a ReLU follows it: the op's output is not the BN's."""
+
+    def __init__(self, C: int = 6):
+        super().__init__()
+        self.conv = nn.Conv2d(C, C, 3, padding=1, bias=False)
+        self.bn = StraightThroughBatchNorm2d(C, affine=True, track_running_stats=True)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+    @property
+    def final_norm(self):
+        return self.bn
+
+
+@pytest.mark.parametrize("rule", GATE_RULES)
+def test_an_op_that_does_not_return_its_final_norm_gets_the_exact_gradient(rule):
+    torch.manual_seed(0)
+    op = ConvBNReLU().double()
+    nn.init.uniform_(op.bn.weight, 0.5, 1.5)
+    nn.init.uniform_(op.bn.bias, -0.5, 0.5)
+    x0 = torch.randn(4, 6, 8, 8, dtype=torch.double)
+    logits = torch.randn(3, dtype=torch.double)
+    models = {"fused": copy.deepcopy(op), "reference": copy.deepcopy(op)}
+    layer = ChoiceLayer({"a": nn.Identity(), "b": nn.Identity(), "op": models["fused"]}, gdas_gate=rule)
+    for call in range(2):  # the first call decides (and reruns), the second uses the cached decision
+        grads = {}
+        for kind, model in models.items():
+            w = logits.clone().requires_grad_(True)
+            soft = torch.softmax(w, 0)
+            weights = torch.zeros_like(soft).index_fill_(0, torch.tensor([2]), 1.0) + (soft - soft.detach())
+            x = x0.clone().requires_grad_(True)
+            out = layer._straight_through(2, x, weights) if kind == "fused" else reference(model, x, weights, 2, rule)
+            out.backward(torch.linspace(-1, 1, out.numel(), dtype=torch.double).view_as(out))
+            grads[kind] = [w.grad, x.grad, model.conv.weight.grad.clone(), model.bn.weight.grad.clone()]
+            model.zero_grad()
+        for got, ref in zip(grads["fused"], grads["reference"]):
+            torch.testing.assert_close(got, ref)
+        for got, ref in zip(models["fused"].buffers(), models["reference"].buffers()):
+            torch.testing.assert_close(got, ref)  # one running-stat update per call, as the plain op
+        assert layer._returns_final_norm == [None, None, False]
+
+
+def test_the_fused_gate_is_kept_for_ops_that_return_their_final_norm():
+    op = ReLUConvBN(6, 6, 3, 1, 1, affine=False, track_running_stats=False)
+    layer = ChoiceLayer({"a": nn.Identity(), "b": nn.Identity(), "conv": op})
+    weights = torch.tensor([0.0, 0.0, 1.0], requires_grad=True)
+    layer._straight_through(2, torch.randn(2, 6, 5, 5), weights).sum().backward()
+    assert layer._returns_final_norm == [None, None, True]
+
+
+def test_an_op_that_stops_returning_its_final_norm_is_an_error():
+    op = ConvBNReLU()
+    op.forward = lambda x: op.bn(op.conv(x))  # returns the BN's output for now
+    layer = ChoiceLayer({"a": nn.Identity(), "op": op})
+    weights = torch.tensor([0.0, 1.0], requires_grad=True)
+    layer._straight_through(1, torch.randn(2, 6, 5, 5), weights)
+    op.forward = lambda x: torch.relu(op.bn(op.conv(x)))
+    with pytest.raises(RuntimeError, match="final_norm"):
+        layer._straight_through(1, torch.randn(2, 6, 5, 5), weights)
+
+
+def test_a_trainable_bias_beside_a_frozen_conv_weight_gets_its_gradient():
+    torch.manual_seed(0)
+    seq = ReLUConvBN(6, 6, 3, 1, 1, affine=False, track_running_stats=False, conv_bias=True).double()
+    seq[1].weight.requires_grad_(False)  # frozen weight, trainable bias
+    x0 = torch.randn(4, 6, 8, 8, dtype=torch.double)
+    grads = []
+    for run in (seq, lambda h: nn.Sequential.forward(seq, h)):  # the op, then plain autograd
+        x = x0.clone().requires_grad_(True)
+        out = run(x * 1.5)
+        out.backward(torch.linspace(-1, 1, out.numel(), dtype=torch.double).view_as(out))
+        grads.append((seq[1].bias.grad.clone(), x.grad))
+        seq.zero_grad()
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    assert grads[1][0].abs().sum() > 0
