@@ -114,8 +114,8 @@ class Searcher(EpochLoop):
         """Loss and correct count under ``sample``; ``amp``: bf16 autocast (the weight step only).
 
         A logit's gradient is a small difference of large inner products (``<g, op(x)>``
-        against ``g.sum()`` or another op's): in bf16 it came out 3-39% wrong (relative L2),
-        so every step that trains the logits runs in float32.
+        against ``g.sum()`` or another op's): in bf16 it came out 2-56% wrong (relative L2,
+        docs/gradient_rules.md), so every step that trains the logits runs in float32.
         """
         if self.s.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

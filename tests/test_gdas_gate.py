@@ -123,3 +123,23 @@ def test_each_space_declares_its_default_rule():
 def test_unknown_rule_is_a_one_line_config_error():
     with pytest.raises(UserError, match="model.gdas_gate.*all_ops, sampled_op"):
         build_config({}, ["model.gdas_gate=official"])
+
+
+
+def test_on_one_edge_the_rules_differ_by_a_scale_of_the_sampled_signal():
+    # Softmax's Jacobian maps a constant vector to 0, so g.sum() on every weight changes nothing but the
+    # sampled op's signal: all_ops's logit gradient is sampled_op's times (c - s) / c, c = <g, op_i(x)>,
+    # s = g.sum() (docs/gradient_rules.md).
+    torch.manual_seed(0)
+    op = search_spaces.nb201.OPS["nor_conv_3x3"](4, 4, 1, False, False).double()
+    layer = ChoiceLayer({"a": nn.Identity(), "b": nn.Identity(), "c": nn.Identity(), "conv": op})
+    x, g = torch.randn(2, 4, 5, 5, dtype=torch.double), torch.randn(2, 4, 5, 5, dtype=torch.double)
+    logits = torch.randn(4, dtype=torch.double, requires_grad=True)
+    grads = {}
+    for rule in (ALL_OPS, SAMPLED_OP):
+        probs = torch.softmax(logits / TAU, 0)
+        h = torch.zeros_like(probs).index_fill(0, torch.tensor([3]), 1.0) - probs.detach() + probs
+        grads[rule], = torch.autograd.grad(official_forward(rule)(layer, x, h, 3), logits, g)
+    c, s = (g * op(x)).sum(), g.sum()
+    assert grads[SAMPLED_OP].abs().sum() > 0
+    torch.testing.assert_close(grads[ALL_OPS], grads[SAMPLED_OP] * (c - s) / c)
