@@ -104,7 +104,8 @@ def _saved_bytes(fn):
 @pytest.mark.parametrize("name", ["nb201-nor_conv_3x3", "nb201-nor_conv_1x1", "nb201-avg_pool_3x3", "nb201-none",
                                   "avg-pool-s2-ceil", "max-pool-s1",
                                   "darts-sep_conv_3x3-s1", "darts-dil_conv_5x5-s2", "darts-max_pool_3x3-s1"])
-def test_gate_saves_no_more_than_the_op_itself(name):
+@pytest.mark.parametrize("rule", GATE_RULES)
+def test_gate_saves_no_more_than_the_op_itself(name, rule):
     torch.manual_seed(0)
     op = CASES[name]()
     op.requires_grad_(False)  # the arch step: weights frozen
@@ -113,7 +114,7 @@ def test_gate_saves_no_more_than_the_op_itself(name):
     weights[2] = 1.0
     weights.requires_grad_(True)
     alone = _saved_bytes(lambda: op(x))
-    fused = _saved_bytes(lambda: gated(op, x, weights, 2))
+    fused = _saved_bytes(lambda: gated(op, x, weights, 2, rule))
     formula = _saved_bytes(lambda: reference(op, x, weights, 2))
     assert fused <= alone + 1024  # at most a few per-channel statistics more
     if "none" not in name:
