@@ -89,7 +89,7 @@ class SearchConfig:
     arch_betas: list = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
     arch_grad_clip: float = 0.0   # max grad norm of the logits; 0 disables
-    aux_skip: bool = False        # DARTS-: identity path on every edge, scaled by beta decaying 1 -> 0
+    aux_skip: bool = False        # DARTS-: skip path (identity / factorized reduce) on each edge, beta 1 -> 0
     perturb_logits: float = 0.0   # SDARTS-RS: U(-e, e) noise on the logits of the weight step's sample
     tau_schedule: str = "linear"  # linear | exponential | cosine | constant
     tau_max: float = 10.0

@@ -22,8 +22,9 @@ with one autograd node per edge and no tensor saved beyond what the op itself
 saves:
 
 * ops ending in a ``StraightThroughBatchNorm2d`` that normalises with batch
-  statistics (every ReLU-conv-BN and separable conv, and DARTS's pool + BN; the
-  choice layer sets the BN's ``gate`` for the call): the BN runs inside
+  statistics and whose output IS that BN's output (every ReLU-conv-BN and
+  separable conv, and DARTS's pool + BN; the choice layer sets the BN's ``gate``
+  for the call and checks the returned tensor): the BN runs inside
   the gate, which saves what the BN saves (its input ``z``, batch mean and
   inverse std); ``<g, y>`` is ``sum_c w_c <g_c, zhat_c> + b_c sum(g_c)``, whose
   per-channel sums the BN backward kernel computes anyway (they are its weight
