@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from .ops import Pooling, Zero, add_all
-from .straight_through import StraightThroughBatchNorm2d, gate_avg_pool, gate_output, gate_recompute
+from .straight_through import (ALL_OPS, GATE_RULES, StraightThroughBatchNorm2d, gate_avg_pool, gate_output,
+                               gate_recompute)
 
 
 class ChoiceLayer(nn.Module):
@@ -18,17 +19,29 @@ class ChoiceLayer(nn.Module):
     Args:
         ops: op name -> module, in the column order of the architecture logits.
             An op named ``none`` must return zeros (see ``nas.ops.Zero``).
+        gdas_gate: What the unsampled ops' weights get in a GDAS arch step
+            (``nas.straight_through.GATE_RULES``): ``all_ops`` (NAS-Bench-201's
+            rule, ``g.sum()`` each) or ``sampled_op`` (DARTS-space rule, nothing).
+        aux_skip: DARTS-'s auxiliary skip path of this edge (identity, or a
+            factorized reduction where the edge strides), scaled by ``skip_beta``;
+            None when the edge has none (e.g. a layer that changes width).
     """
 
-    def __init__(self, ops: dict[str, nn.Module]):
+    def __init__(self, ops: dict[str, nn.Module], gdas_gate: str = ALL_OPS, aux_skip: nn.Module | None = None):
         super().__init__()
+        if gdas_gate not in GATE_RULES:
+            raise ValueError(f"unknown GDAS gate rule {gdas_gate!r}; choose from {', '.join(GATE_RULES)}")
         self.op_names = list(ops)
         self.ops = nn.ModuleList(ops.values())
+        self.gdas_gate = gdas_gate
         # Ops that contribute exactly zero to a soft mixture (and whose weight's
         # gradient is exactly zero), so the soft modes skip them.
         self._nonzero = [i for i, name in enumerate(self.op_names) if name != "none"]
-        # DARTS-: an auxiliary identity path beta * x, beta decayed 1 -> 0 by the search loop.
+        # DARTS-: an auxiliary path beta * aux_skip(x), beta decayed 1 -> 0 by the search loop.
+        self.aux_skip = aux_skip
         self.skip_beta = 0.0
+        # Per op: does it return its ``final_norm``'s output (None: not seen yet)? Decides the fused BN gate.
+        self._returns_final_norm: list[bool | None] = [None] * len(self.ops)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None = None) -> torch.Tensor:
         """Mixes the ops.
@@ -47,27 +60,55 @@ class ChoiceLayer(nn.Module):
             out = self.ops[index](x)
         else:
             # GDAS: the value is op(x) (weights[index] == 1 exactly); the sampled logit gets
-            # <grad, op(x)>, the others grad.sum() (see nas.straight_through).
-            out = self._straight_through(self.ops[index], x, weights, index)
-        if self.skip_beta and out.shape == x.shape:
-            out = out + self.skip_beta * x
+            # <grad, op(x)>, the others grad.sum() or nothing (self.gdas_gate; see nas.straight_through).
+            out = self._straight_through(index, x, weights)
+        if self.skip_beta and self.aux_skip is not None:
+            out = out + self.skip_beta * self.aux_skip(x)  # [B, C_out, H_out, W_out]
         return out
 
-    @staticmethod
-    def _straight_through(op: nn.Module, x: torch.Tensor, weights: torch.Tensor, index: int) -> torch.Tensor:
-        """``op(x)`` behind the cheapest exact gate for this op (see ``nas.straight_through``)."""
+    def _straight_through(self, index: int, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``ops[index](x)`` behind the cheapest exact gate for that op (see ``nas.straight_through``)."""
+        op, rule = self.ops[index], self.gdas_gate
         if isinstance(op, Zero):
-            return gate_output(op(x), weights, index, is_zero=True)
+            return gate_output(op(x), weights, index, is_zero=True, rule=rule)
         pool = op.pool if isinstance(op, Pooling) and op.preprocess is None else op
         if type(pool) is nn.AvgPool2d:
-            return gate_avg_pool(op, pool, x, weights, index)
+            return gate_avg_pool(op, pool, x, weights, index, rule)
         if type(pool) is nn.MaxPool2d:
-            return gate_recompute(op, x, weights, index)
+            return gate_recompute(op, x, weights, index, rule)
         norm = getattr(op, "final_norm", None)
-        if isinstance(norm, StraightThroughBatchNorm2d) and norm.can_gate():
-            norm.gate = (weights, index)  # the op's last BN becomes the gate for this one call
-            try:
-                return op(x)
-            finally:
-                norm.gate = None
-        return gate_output(op(x), weights, index)
+        if (isinstance(norm, StraightThroughBatchNorm2d) and norm.can_gate()
+                and self._returns_final_norm[index] is not False):
+            out = self._gate_in_final_norm(index, op, norm, x, weights)
+            if out is not None:
+                return out
+        return gate_output(op(x), weights, index, rule=rule)
+
+    def _gate_in_final_norm(self, index: int, op: nn.Module, norm: StraightThroughBatchNorm2d, x: torch.Tensor,
+                            weights: torch.Tensor) -> torch.Tensor | None:
+        """Runs ``op`` with its final BN as the gate; None if ``op`` did not return that BN's output.
+
+        The fused gate is exact only when the op's output IS the gated BN's output
+        (the identity is checked on every call). The first call of an op that breaks
+        this restores the buffers it changed and returns None (the caller reruns it
+        behind the generic gate); later calls skip the fused gate.
+        """
+        first = self._returns_final_norm[index] is None
+        buffers = [b.clone() for b in op.buffers()] if first else None  # running stats: a few per-channel tensors
+        norm.gate = (weights, index, self.gdas_gate)  # the op's last BN becomes the gate for this one call
+        try:
+            out = op(x)
+            returned = out is norm.gated_output
+        finally:
+            norm.gate, norm.gated_output = None, None
+        if returned:
+            self._returns_final_norm[index] = True
+            return out
+        if not first:
+            raise RuntimeError(f"op {self.op_names[index]!r} returned its final_norm's output before but not now; "
+                               "the fused straight-through gate needs it every call")
+        self._returns_final_norm[index] = False
+        with torch.no_grad():
+            for b, saved in zip(op.buffers(), buffers):
+                b.copy_(saved)
+        return None

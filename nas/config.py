@@ -19,6 +19,7 @@ from .architecture import MODES
 from .cost import CostConfig
 from .errors import UserError
 from .gumbel import TAU_SCHEDULES
+from .straight_through import GATE_RULES
 
 DATASETS = ("digits", "digits_clutter", "cifar10", "cifar100", "imagefolder", "synthetic")
 
@@ -70,6 +71,7 @@ class ModelConfig:
     max_parameter_free: int = -1  # derivation cap: pooling + skip edges per cell (-1: no cap)
     derive_exclude: list = field(default_factory=list)  # ops never derived, e.g. [none] (DARTS's convention)
     edge_normalization: bool = False  # PC-DARTS: learned weights on each node's inputs (darts space)
+    gdas_gate: str = ""           # GDAS logit gradient: all_ops | sampled_op | "" (the space's)
 
 
 @dataclass
@@ -89,7 +91,7 @@ class SearchConfig:
     arch_betas: list = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
     arch_grad_clip: float = 0.0   # max grad norm of the logits; 0 disables
-    aux_skip: bool = False        # DARTS-: identity path on every edge, scaled by beta decaying 1 -> 0
+    aux_skip: bool = False        # DARTS-: skip path (identity / factorized reduce) on each edge, beta 1 -> 0
     perturb_logits: float = 0.0   # SDARTS-RS: U(-e, e) noise on the logits of the weight step's sample
     tau_schedule: str = "linear"  # linear | exponential | cosine | constant
     tau_max: float = 10.0
@@ -98,7 +100,7 @@ class SearchConfig:
     checkpoint_every: int = 0     # also checkpoint every K steps inside an epoch (0: at epoch ends only)
     on_nonfinite: str = "stop"    # stop | skip: what a non-finite loss or gradient does
     progress: bool = True         # progress bar when stderr is a terminal
-    amp: bool = False             # bf16 autocast for the supernet's forward on CUDA (ignored on the CPU)
+    amp: bool = False             # bf16 autocast for the weight step's forward on CUDA (arch step stays fp32)
     channels_last: bool = False   # NHWC activations and weights (often faster convolutions)
     tensorboard: bool = False     # also log to RUN_DIR/tensorboard (needs the tensorboard package)
     report: bool = True           # write the PNG report (RUN_DIR/report) at the end; needs matplotlib
@@ -211,6 +213,8 @@ def _check(cfg: Config) -> None:
     need(d.synthetic_size >= 2, "data.synthetic_size", f"must be >= 2, got {d.synthetic_size}")
     need(d.synthetic_classes >= 2, "data.synthetic_classes", f"must be >= 2, got {d.synthetic_classes}")
     need(m.mode in MODES, "model.mode", f"must be one of {', '.join(MODES)}, got {m.mode!r}")
+    need(m.gdas_gate in ("", *GATE_RULES), "model.gdas_gate",
+         f"must be empty (the space's default) or one of {', '.join(GATE_RULES)}, got {m.gdas_gate!r}")
     need(m.C >= 1, "model.C", f"must be >= 1, got {m.C}")
     need(m.N >= 1, "model.N", f"must be >= 1, got {m.N}")
     need(s.epochs >= 1, "search.epochs", f"must be >= 1, got {s.epochs}")

@@ -43,13 +43,17 @@ class _FrozenReLUConv(torch.autograd.Function):
 
 
 def _frozen_conv(module: nn.Module) -> bool:
-    return (type(module) is nn.Conv2d and not module.weight.requires_grad and module.padding_mode == "zeros"
-            and not isinstance(module.padding, str))
+    """A plain zero-padded Conv2d none of whose parameters (weight, bias) needs a gradient: the node
+    returns no parameter gradients, so a trainable bias beside a frozen weight takes the plain path."""
+    return (type(module) is nn.Conv2d and not module.weight.requires_grad
+            and (module.bias is None or not module.bias.requires_grad)
+            and module.padding_mode == "zeros" and not isinstance(module.padding, str))
 
 
 def run_sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Runs ``seq``; each ReLU -> Conv2d pair whose conv is frozen and whose input needs a gradient
-    runs as one node that keeps a one-byte mask (see ``_FrozenReLUConv``). Same values and gradients."""
+    """Runs ``seq``; each ReLU -> Conv2d pair whose conv is frozen (weight and bias) and whose input
+    needs a gradient runs as one node that keeps a one-byte mask (see ``_FrozenReLUConv``).
+    Same values and gradients."""
     modules = list(seq)
     fuse = torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
     k = 0

@@ -110,10 +110,16 @@ class Searcher(EpochLoop):
                 p.requires_grad_(flag)
             self._weights_trainable = flag
 
-    def _forward(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample):
+    def _forward(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample, amp: bool = False):
+        """Loss and correct count under ``sample``; ``amp``: bf16 autocast (the weight step only).
+
+        A logit's gradient is a small difference of large inner products (``<g, op(x)>``
+        against ``g.sum()`` or another op's): in bf16 it came out 2-56% wrong (relative L2,
+        docs/gradient_rules.md), so every step that trains the logits runs in float32.
+        """
         if self.s.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = self.supernet.forward_sample(x, sample)
         logits = logits.float()
         return F.cross_entropy(logits, y), (logits.argmax(1) == y).sum()
@@ -150,13 +156,13 @@ class Searcher(EpochLoop):
         """One SGD step on the weights; returns (loss, correct, finite flag, skipped) as tensors."""
         self._train_weights(True)
         sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
-        loss, correct = self._forward(x, y, sample.detach())  # the logits learn nothing here
+        loss, correct = self._forward(x, y, sample.detach(), amp=self.amp)  # the logits learn nothing here
         self.weight_opt.zero_grad(set_to_none=True)
         ok = self._backward(loss, weights=True, arch=False)
         return loss.detach(), correct, ok, self._apply([self.weight_opt], ok)
 
     def arch_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
-        """One Adam step on the logits; the weights get no gradient (their backward is skipped)."""
+        """One Adam step on the logits in float32 (even with amp); the weights get no gradient (backward skips them)."""
         self._train_weights(False)
         sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
         loss, correct = self._forward(x, y, sample)
@@ -167,7 +173,7 @@ class Searcher(EpochLoop):
         return loss.detach(), correct, ok, self._apply([self.arch_opt], ok)
 
     def joint_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
-        """Single level (SNAS): one sample, one backward, both optimizers step."""
+        """Single level (SNAS): one sample, one backward, both optimizers step (float32: it trains the logits)."""
         self._train_weights(True)
         sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
         loss, correct = self._forward(x, y, sample)

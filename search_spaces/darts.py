@@ -33,7 +33,7 @@ from nas.architecture import Architecture, ArchSample
 from nas.choice import ChoiceLayer
 from nas.errors import UserError
 from nas.ops import add_all, DilConv, FactorizedReduce, PoolBN, ReLUConvBN, SepConv, Zero
-from nas.straight_through import StraightThroughBatchNorm2d
+from nas.straight_through import SAMPLED_OP, StraightThroughBatchNorm2d
 from nas.space import SearchSpace, register_space
 from nas.supernet import Supernet
 
@@ -58,6 +58,10 @@ EDGES = [(to, j) for to in range(2, NUM_NODES + 2) for j in range(to)]  # (to st
 GROUPS = ("normal", "reduce")
 STEM_MULTIPLIER = 3
 DERIVATION_RULES = ("darts", "gdas")
+
+# GDAS arch step: the unsampled ops get no gradient, as GDAS's DARTS-space search cell
+# (``MixedOp.forward_gdas``: ``op_i(x) * h[i]``) computes it.
+GDAS_GATE = SAMPLED_OP
 
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 
@@ -256,6 +260,12 @@ def _search_op(name: str, C: int, stride: int) -> nn.Module:
     return op
 
 
+def _aux_skip(C: int, stride: int) -> nn.Module:
+    """DARTS-'s auxiliary skip of an edge: identity, or a factorized reduction where the edge strides
+    (DARTS-'s ``FactorizedReduce(C, C, affine=False)``; batch statistics, as every BN of the supernet)."""
+    return nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine=False, track_running_stats=False)
+
+
 def _cell_stack(C: int, N: int, in_channels: int, make_cell: Callable[..., nn.Module], track: bool = True):
     """Stem and the 3N + 2 cells shared by the supernet and the discrete network.
 
@@ -281,17 +291,23 @@ def _cell_stack(C: int, N: int, in_channels: int, make_cell: Callable[..., nn.Mo
 
 
 class DartsSearchCell(nn.Module):
-    """A cell with a choice layer on each of its 14 edges (BN without affine or running stats)."""
+    """A cell with a choice layer on each of its 14 edges (BN without affine or running stats).
+
+    ``gdas_gate`` and ``aux_skip`` (DARTS-'s path on every edge, see ``_aux_skip``): see ``ChoiceLayer``.
+    """
 
     multiplier = NUM_NODES
 
-    def __init__(self, C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool):
+    def __init__(self, C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool,
+                 gdas_gate: str = GDAS_GATE, aux_skip: bool = False):
         super().__init__()
         self.reduction = reduction
         self.preprocess0, self.preprocess1 = _preprocess(C_prev_prev, C_prev, C, reduction_prev, False, False)
+        strides = [2 if reduction and j < 2 else 1 for _, j in EDGES]
         self.edges = nn.ModuleList(
-            ChoiceLayer({name: _search_op(name, C, 2 if reduction and j < 2 else 1) for name in OP_NAMES})
-            for _, j in EDGES)
+            ChoiceLayer({name: _search_op(name, C, stride) for name in OP_NAMES}, gdas_gate=gdas_gate,
+                        aux_skip=_aux_skip(C, stride) if aux_skip else None)
+            for stride in strides)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
                 indices: list[int] | None, edge_weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -364,14 +380,16 @@ class DartsSupernet(Supernet):
     ``edge_normalization=True`` adds PC-DARTS's edge normalisation: learned weights on
     the inputs of each node (softmax over its incoming edges), multiplied with the op
     probabilities at derivation, which steadies the choice of inputs.
+    ``gdas_gate`` ("": ``GDAS_GATE``) and ``aux_skip``: see ``DartsSearchCell``.
     """
 
     def __init__(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 2, in_channels: int = 3,
-                 edge_normalization: bool = False):
+                 edge_normalization: bool = False, gdas_gate: str = "", aux_skip: bool = False):
         edge_nodes = {g: [to for to, _ in EDGES] for g in GROUPS} if edge_normalization else None
         super().__init__(Architecture({g: (len(EDGES), len(OP_NAMES)) for g in GROUPS}, list(OP_NAMES),
                                       edge_nodes=edge_nodes), mode)
-        self.stem, self.cells, widths = _cell_stack(C, N, in_channels, DartsSearchCell, track=False)
+        self.stem, self.cells, widths = _cell_stack(
+            C, N, in_channels, lambda *args: DartsSearchCell(*args, gdas_gate or GDAS_GATE, aux_skip), track=False)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], num_classes)
 
@@ -438,11 +456,13 @@ class DartsSpace(SearchSpace):
     name = "darts"
     op_names = OP_NAMES
     derivation_rules = DERIVATION_RULES
+    gdas_gate = GDAS_GATE  # the default GDAS gradient rule (model.gdas_gate="")
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 2,
-                       in_channels: int = 3, edge_normalization: bool = False) -> DartsSupernet:
+                       in_channels: int = 3, edge_normalization: bool = False, gdas_gate: str = "",
+                       aux_skip: bool = False) -> DartsSupernet:
         return DartsSupernet(mode=mode, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
-                             edge_normalization=edge_normalization)
+                             edge_normalization=edge_normalization, gdas_gate=gdas_gate, aux_skip=aux_skip)
 
     def build_network(self, genotype, num_classes: int = 10, C: int = 36, N: int = 6, in_channels: int = 3,
                       auxiliary: bool = False, drop_path_prob: float = 0.0) -> NetworkCIFAR:

@@ -44,6 +44,7 @@ from nas.choice import ChoiceLayer
 from nas.errors import UserError
 from nas.ops import Zero
 from nas.space import SearchSpace, register_space
+from nas.straight_through import SAMPLED_OP
 from nas.supernet import Supernet
 
 IR_OPS = {f"ir_k{k}_e{e}": (k, e) for k in (3, 5, 7) for e in (3, 6)}  # op name -> (kernel, expansion)
@@ -53,6 +54,10 @@ STAGES = ((16, 1, 1), (24, 2, 2), (32, 2, 3), (64, 2, 4), (96, 1, 3), (160, 2, 3
 STEM_WIDTH, HEAD_WIDTH, SMALL_INPUT_MAX = 32, 1280, 64
 ACT = nn.ReLU6
 SEARCH_NORM = functools.partial(nn.BatchNorm2d, affine=False, track_running_stats=False)
+# GDAS arch step: only the sampled op's weight gets a gradient (the plain straight-through estimator of
+# h[i] * op_i(x)). GDAS's code has no layer-wise space; its NB201 rule's extra g.sum() on every unsampled
+# weight is the same for all of them, so through the softmax it only shifts the sampled op's signal by g.sum().
+GDAS_GATE = SAMPLED_OP
 
 
 def layer_rows(N: int = 4) -> list[tuple[int, int]]:
@@ -152,6 +157,12 @@ _EXAMPLE = MobileNetGenotype(tuple(("ir_k3_e6",) * r for _, _, r in STAGES)).for
 
 # --------------------------------------------------------------------------- modules
 
+def _aux_skip(c_in: int, c_out: int, stride: int) -> nn.Module | None:
+    """DARTS-'s auxiliary skip of a layer: identity where the layer keeps its shape, none where it
+    changes width or resolution (the first layer of a stage; no parameter-free path exists there)."""
+    return nn.Identity() if c_in == c_out and stride == 1 else None
+
+
 def _search_ops(c_in: int, c_out: int, stride: int, skip_allowed: bool) -> dict[str, nn.Module]:
     ops: dict[str, nn.Module] = {
         name: InvertedResidual(c_in, c_out, dw_kernel_size=k, stride=stride, exp_ratio=float(e), act_layer=ACT,
@@ -173,10 +184,13 @@ class MobileNetSupernet(Supernet):
         N: Layers per stage at most (4: the full MobileNetV2 depth).
         input_size: Image side (decides the strides, see ``stage_strides``).
         head_width: Width of the 1x1 head conv (at multiplier 1).
+        gdas_gate: GDAS gradient rule ("": ``GDAS_GATE``; see ``ChoiceLayer``).
+        aux_skip: DARTS-'s auxiliary skip on every layer that keeps its shape (see ``_aux_skip``).
     """
 
     def __init__(self, mode: str = "gdas", num_classes: int = 10, C: int = STEM_WIDTH, N: int = 4,
-                 in_channels: int = 3, input_size: int = 32, head_width: int = HEAD_WIDTH):
+                 in_channels: int = 3, input_size: int = 32, head_width: int = HEAD_WIDTH, gdas_gate: str = "",
+                 aux_skip: bool = False):
         rows = layer_rows(N)
         allowed = torch.ones(len(rows), len(OP_NAMES), dtype=torch.bool)
         allowed[:, SKIP] = torch.tensor([b > 0 for _, b in rows])
@@ -190,7 +204,10 @@ class MobileNetSupernet(Supernet):
         layers, c_in = [], widths.stem
         for r in self.rows:
             s, b = rows[r]
-            layers.append(ChoiceLayer(_search_ops(c_in, widths.stages[s], strides[s] if b == 0 else 1, b > 0)))
+            stride = strides[s] if b == 0 else 1
+            layers.append(ChoiceLayer(_search_ops(c_in, widths.stages[s], stride, b > 0),
+                                      gdas_gate=gdas_gate or GDAS_GATE,
+                                      aux_skip=_aux_skip(c_in, widths.stages[s], stride) if aux_skip else None))
             c_in = widths.stages[s]
         self.layers = nn.ModuleList(layers)
         self.head = nn.Sequential(create_conv2d(c_in, widths.head, 1),
@@ -236,11 +253,14 @@ class MobileNetSpace(SearchSpace):
 
     name = "mobilenet"
     op_names = OP_NAMES
+    gdas_gate = GDAS_GATE  # the default GDAS gradient rule (model.gdas_gate="")
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = STEM_WIDTH, N: int = 4,
-                       in_channels: int = 3, input_size: int = 32, head_width: int = HEAD_WIDTH) -> MobileNetSupernet:
+                       in_channels: int = 3, input_size: int = 32, head_width: int = HEAD_WIDTH,
+                       gdas_gate: str = "", aux_skip: bool = False) -> MobileNetSupernet:
         return MobileNetSupernet(mode=mode, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
-                                 input_size=input_size, head_width=head_width)
+                                 input_size=input_size, head_width=head_width, gdas_gate=gdas_gate,
+                                 aux_skip=aux_skip)
 
     def build_network(self, genotype, num_classes: int = 10, C: int = STEM_WIDTH, N: int = 4, in_channels: int = 3,
                       auxiliary: bool = False, drop_path_prob: float = 0.0, input_size: int = 32,

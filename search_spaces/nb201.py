@@ -24,6 +24,7 @@ from nas.choice import ChoiceLayer
 from nas.errors import UserError
 from nas.ops import add_all, Pooling, ReLUConvBN, ResNetBasicBlock, Zero
 from nas.space import SearchSpace, register_space
+from nas.straight_through import ALL_OPS
 from nas.supernet import Supernet
 
 OP_NAMES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -42,6 +43,9 @@ OPS: dict[str, Callable[..., nn.Module]] = {
 
 NUM_NODES = 4
 EDGES = [(i, j) for i in range(1, NUM_NODES) for j in range(i)]  # (to, from), logit row order
+# GDAS arch step: the unsampled ops' weights get g.sum() each, as GDAS's NAS-Bench-201 search cell
+# (``SearchCell.forward_gdas``) adds them to the edge as scalars.
+GDAS_GATE = ALL_OPS
 _EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
 
@@ -108,12 +112,16 @@ def _macro(C: int, N: int, in_channels: int, make_cell: Callable[[int], nn.Modul
 
 
 class NB201SearchCell(nn.Module):
-    """A cell with a choice layer on every edge (BN without affine or running stats)."""
+    """A cell with a choice layer on every edge (BN without affine or running stats).
 
-    def __init__(self, C: int, op_names=OP_NAMES):
+    ``aux_skip`` gives every edge DARTS-'s auxiliary identity path (all edges keep shape).
+    """
+
+    def __init__(self, C: int, op_names=OP_NAMES, gdas_gate: str = GDAS_GATE, aux_skip: bool = False):
         super().__init__()
         self.edges = nn.ModuleList(
-            ChoiceLayer({name: OPS[name](C, C, 1, False, False) for name in op_names}) for _ in EDGES)
+            ChoiceLayer({name: OPS[name](C, C, 1, False, False) for name in op_names}, gdas_gate=gdas_gate,
+                        aux_skip=nn.Identity() if aux_skip else None) for _ in EDGES)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, indices: list[int] | None) -> torch.Tensor:
         # x: [B, C, H, W]; weights: [6, num_ops]; indices: 6 ints or None.
@@ -139,13 +147,17 @@ class NB201Cell(nn.Module):
 
 
 class NB201Supernet(Supernet):
-    """The NB201 search supernet (GDAS's ``TinyNetworkGDAS`` layout)."""
+    """The NB201 search supernet (GDAS's ``TinyNetworkGDAS`` layout).
+
+    ``gdas_gate`` ("": ``GDAS_GATE``) and ``aux_skip``: see ``ChoiceLayer``.
+    """
 
     def __init__(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 5,
-                 in_channels: int = 3, op_names=OP_NAMES):
+                 in_channels: int = 3, op_names=OP_NAMES, gdas_gate: str = "", aux_skip: bool = False):
         super().__init__(Architecture({"cell": (len(EDGES), len(op_names))}, list(op_names)), mode)
         self.stem, self.cells, self.head, C_out = _macro(
-            C, N, in_channels, lambda c: NB201SearchCell(c, op_names), track=False)
+            C, N, in_channels, lambda c: NB201SearchCell(c, op_names, gdas_gate or GDAS_GATE, aux_skip),
+            track=False)
         self.classifier = nn.Linear(C_out, num_classes)
 
     def forward_sample(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
@@ -184,10 +196,12 @@ class NB201Space(SearchSpace):
 
     name = "nb201"
     op_names = OP_NAMES
+    gdas_gate = GDAS_GATE  # the default GDAS gradient rule (model.gdas_gate="")
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 5,
-                       in_channels: int = 3) -> NB201Supernet:
-        return NB201Supernet(mode=mode, num_classes=num_classes, C=C, N=N, in_channels=in_channels)
+                       in_channels: int = 3, gdas_gate: str = "", aux_skip: bool = False) -> NB201Supernet:
+        return NB201Supernet(mode=mode, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
+                             gdas_gate=gdas_gate, aux_skip=aux_skip)
 
     def build_network(self, genotype, num_classes: int = 10, C: int = 16, N: int = 5, in_channels: int = 3,
                       auxiliary: bool = False, drop_path_prob: float = 0.0) -> NB201Network:

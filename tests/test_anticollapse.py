@@ -27,9 +27,10 @@ def test_aux_skip_beta_decays_linearly_from_one_to_zero():
     assert betas == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
 
 
-def test_aux_skip_adds_beta_times_the_input_where_shapes_match():
+def test_aux_skip_adds_beta_times_the_input_on_an_identity_path():
     layer = ChoiceLayer({"none": search_spaces.nb201.OPS["none"](4, 4, 1, False, False),
-                         "conv": search_spaces.nb201.OPS["nor_conv_3x3"](4, 4, 1, False, False)})
+                         "conv": search_spaces.nb201.OPS["nor_conv_3x3"](4, 4, 1, False, False)},
+                        aux_skip=torch.nn.Identity())
     x = torch.randn(2, 4, 6, 6)
     w = torch.tensor([0.0, 1.0])
     plain = layer(x, w, 1)

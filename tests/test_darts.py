@@ -222,17 +222,25 @@ def test_supernet_layout_matches_darts_search_network():
     assert all(m.bias is None for m in net.modules() if isinstance(m, nn.Conv2d))
 
 
-def test_gdas_arch_backward_reaches_every_logit_of_both_groups():
+@pytest.mark.parametrize("gdas_gate", ["", "all_ops"])
+def test_gdas_arch_backward_reaches_every_logit_of_both_groups(gdas_gate):
+    # The space's rule (sampled_op, as GDAS's DARTS-space MixedOp.forward_gdas): an edge that sampled
+    # `none` contributes h[i] * 0, so its row gets no gradient; every other row reaches all its logits.
+    # Under all_ops (the NB201 cell's rule) every logit gets one.
     torch.manual_seed(0)
-    net = SPACE.build_supernet(mode="gdas", num_classes=4, C=4, N=1)
+    net = SPACE.build_supernet(mode="gdas", num_classes=4, C=4, N=1, gdas_gate=gdas_gate)
     net.architecture.seed(3)
     for p in net.weight_parameters():
         p.requires_grad_(False)
-    loss = nn.functional.cross_entropy(net(torch.randn(2, 3, 16, 16)), torch.tensor([0, 3]))
+    sample = net.architecture.sample("gdas", 1.0)
+    loss = nn.functional.cross_entropy(net.forward_sample(torch.randn(2, 3, 16, 16), sample), torch.tensor([0, 3]))
     loss.backward()
     for group in ("normal", "reduce"):
         grad = net.architecture.logits[group].grad
-        assert grad is not None and (grad != 0).all(), group
+        sampled_none = torch.tensor([OP_NAMES[i] == "none" for i in sample.indices[group]])
+        assert grad is not None and (grad[~sampled_none] != 0).all(), group
+        assert (grad[sampled_none] == 0).all() if gdas_gate == "" else (grad != 0).all(), group
+    assert gdas_gate == "all_ops" or any("none" in (OP_NAMES[i] for i in sample.indices[g]) for g in sample.indices)
 
 
 def test_gdas_runs_only_the_sampled_op_of_each_edge():

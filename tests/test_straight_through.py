@@ -8,12 +8,20 @@ import torch.nn as nn
 import search_spaces
 from nas import ChoiceLayer
 from nas.ops import ReLUConvBN, SepConv
-from nas.straight_through import StraightThroughBatchNorm2d
+from nas.straight_through import ALL_OPS, GATE_RULES, SAMPLED_OP, StraightThroughBatchNorm2d
 
 
-def reference(op, x, weights, index):
-    """GDAS's straight-through mix written with autograd ops (the official code's formula)."""
-    return weights[index] * op(x) + (weights.sum() - weights[index])
+def reference(op, x, weights, index, rule=ALL_OPS):
+    """GDAS's straight-through mix written with autograd ops (the official code's formulas)."""
+    if rule == SAMPLED_OP:
+        return weights[index] * op(x)  # DARTS-space MixedOp.forward_gdas
+    return weights[index] * op(x) + (weights.sum() - weights[index])  # NB201 SearchCell.forward_gdas
+
+
+def gated(op, x, weights, index, rule=ALL_OPS):
+    """The choice layer's gate with ``op`` as the sampled op ``index`` of ``len(weights)`` ops."""
+    ops = {f"op{k}": op if k == index else nn.Identity() for k in range(weights.shape[0])}
+    return ChoiceLayer(ops, gdas_gate=rule)._straight_through(index, x, weights)
 
 
 def _cases():
@@ -35,15 +43,16 @@ def _cases():
 CASES = dict(_cases())
 
 
-def _run(op, x, weights, index, fused):
+def _run(op, x, weights, index, fused, rule=ALL_OPS):
     if fused:
-        return ChoiceLayer._straight_through(op, x, weights, index)
-    return reference(op, x, weights, index)
+        return gated(op, x, weights, index, rule)
+    return reference(op, x, weights, index, rule)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("train_weights", [True, False])
-def test_gate_matches_the_autograd_formula(name, train_weights):
+@pytest.mark.parametrize("rule", GATE_RULES)
+def test_gate_matches_the_autograd_formula(name, train_weights, rule):
     torch.manual_seed(0)
     op = CASES[name]().double()
     for p in op.parameters():
@@ -61,7 +70,7 @@ def test_gate_matches_the_autograd_formula(name, train_weights):
         hard = torch.zeros_like(soft)
         hard[2] = 1.0
         weights = hard + (soft - soft.detach())
-        out = _run(model, x, weights, 2, fused)
+        out = _run(model, x, weights, 2, fused, rule)
         g = torch.randn_like(out, generator=torch.Generator().manual_seed(1))
         out.backward(g)
         outs.append(out.detach())
@@ -75,7 +84,8 @@ def test_gate_matches_the_autograd_formula(name, train_weights):
             torch.testing.assert_close(fused, ref)
     for fused, ref in zip(buffers[1], buffers[0]):
         torch.testing.assert_close(fused, ref)
-    assert grads[1][0].abs().sum() > 0  # the logits got a gradient
+    if rule == ALL_OPS or "none" not in name:  # h[i] * 0 gives no logit gradient under sampled_op
+        assert grads[1][0].abs().sum() > 0  # the logits got a gradient
 
 
 def _saved_bytes(fn):
@@ -94,7 +104,8 @@ def _saved_bytes(fn):
 @pytest.mark.parametrize("name", ["nb201-nor_conv_3x3", "nb201-nor_conv_1x1", "nb201-avg_pool_3x3", "nb201-none",
                                   "avg-pool-s2-ceil", "max-pool-s1",
                                   "darts-sep_conv_3x3-s1", "darts-dil_conv_5x5-s2", "darts-max_pool_3x3-s1"])
-def test_gate_saves_no_more_than_the_op_itself(name):
+@pytest.mark.parametrize("rule", GATE_RULES)
+def test_gate_saves_no_more_than_the_op_itself(name, rule):
     torch.manual_seed(0)
     op = CASES[name]()
     op.requires_grad_(False)  # the arch step: weights frozen
@@ -103,7 +114,7 @@ def test_gate_saves_no_more_than_the_op_itself(name):
     weights[2] = 1.0
     weights.requires_grad_(True)
     alone = _saved_bytes(lambda: op(x))
-    fused = _saved_bytes(lambda: ChoiceLayer._straight_through(op, x, weights, 2))
+    fused = _saved_bytes(lambda: gated(op, x, weights, 2, rule))
     formula = _saved_bytes(lambda: reference(op, x, weights, 2))
     assert fused <= alone + 1024  # at most a few per-channel statistics more
     if "none" not in name:
@@ -171,3 +182,83 @@ def test_gate_matches_in_channels_last(name):
         grads.append((w.grad, x.grad))
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(grads[1][1], grads[0][1])
+
+
+class ConvBNReLU(nn.Module):
+    """Names its BN ``final_norm`` although a ReLU follows it: the op's output is not the BN's."""
+
+    def __init__(self, C: int = 6):
+        super().__init__()
+        self.conv = nn.Conv2d(C, C, 3, padding=1, bias=False)
+        self.bn = StraightThroughBatchNorm2d(C, affine=True, track_running_stats=True)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+    @property
+    def final_norm(self):
+        return self.bn
+
+
+@pytest.mark.parametrize("rule", GATE_RULES)
+def test_an_op_that_does_not_return_its_final_norm_gets_the_exact_gradient(rule):
+    torch.manual_seed(0)
+    op = ConvBNReLU().double()
+    nn.init.uniform_(op.bn.weight, 0.5, 1.5)
+    nn.init.uniform_(op.bn.bias, -0.5, 0.5)
+    x0 = torch.randn(4, 6, 8, 8, dtype=torch.double)
+    logits = torch.randn(3, dtype=torch.double)
+    models = {"fused": copy.deepcopy(op), "reference": copy.deepcopy(op)}
+    layer = ChoiceLayer({"a": nn.Identity(), "b": nn.Identity(), "op": models["fused"]}, gdas_gate=rule)
+    for call in range(2):  # the first call decides (and reruns), the second uses the cached decision
+        grads = {}
+        for kind, model in models.items():
+            w = logits.clone().requires_grad_(True)
+            soft = torch.softmax(w, 0)
+            weights = torch.zeros_like(soft).index_fill_(0, torch.tensor([2]), 1.0) + (soft - soft.detach())
+            x = x0.clone().requires_grad_(True)
+            out = layer._straight_through(2, x, weights) if kind == "fused" else reference(model, x, weights, 2, rule)
+            out.backward(torch.linspace(-1, 1, out.numel(), dtype=torch.double).view_as(out))
+            grads[kind] = [w.grad, x.grad, model.conv.weight.grad.clone(), model.bn.weight.grad.clone()]
+            model.zero_grad()
+        for got, ref in zip(grads["fused"], grads["reference"]):
+            torch.testing.assert_close(got, ref)
+        for got, ref in zip(models["fused"].buffers(), models["reference"].buffers()):
+            torch.testing.assert_close(got, ref)  # one running-stat update per call, as the plain op
+        assert layer._returns_final_norm == [None, None, False]
+
+
+def test_the_fused_gate_is_kept_for_ops_that_return_their_final_norm():
+    op = ReLUConvBN(6, 6, 3, 1, 1, affine=False, track_running_stats=False)
+    layer = ChoiceLayer({"a": nn.Identity(), "b": nn.Identity(), "conv": op})
+    weights = torch.tensor([0.0, 0.0, 1.0], requires_grad=True)
+    layer._straight_through(2, torch.randn(2, 6, 5, 5), weights).sum().backward()
+    assert layer._returns_final_norm == [None, None, True]
+
+
+def test_an_op_that_stops_returning_its_final_norm_is_an_error():
+    op = ConvBNReLU()
+    op.forward = lambda x: op.bn(op.conv(x))  # returns the BN's output for now
+    layer = ChoiceLayer({"a": nn.Identity(), "op": op})
+    weights = torch.tensor([0.0, 1.0], requires_grad=True)
+    layer._straight_through(1, torch.randn(2, 6, 5, 5), weights)
+    op.forward = lambda x: torch.relu(op.bn(op.conv(x)))
+    with pytest.raises(RuntimeError, match="final_norm"):
+        layer._straight_through(1, torch.randn(2, 6, 5, 5), weights)
+
+
+def test_a_trainable_bias_beside_a_frozen_conv_weight_gets_its_gradient():
+    torch.manual_seed(0)
+    seq = ReLUConvBN(6, 6, 3, 1, 1, affine=False, track_running_stats=False, conv_bias=True).double()
+    seq[1].weight.requires_grad_(False)  # frozen weight, trainable bias
+    x0 = torch.randn(4, 6, 8, 8, dtype=torch.double)
+    grads = []
+    for run in (seq, lambda h: nn.Sequential.forward(seq, h)):  # the op, then plain autograd
+        x = x0.clone().requires_grad_(True)
+        out = run(x * 1.5)
+        out.backward(torch.linspace(-1, 1, out.numel(), dtype=torch.double).view_as(out))
+        grads.append((seq[1].bias.grad.clone(), x.grad))
+        seq.zero_grad()
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    assert grads[1][0].abs().sum() > 0
