@@ -153,7 +153,7 @@ def heatmap_figure(Figure, run, group: str, marks=None):
     else:
         key = (f"red box: derived (genotype of epoch {run.metrics[-1]['epoch']}); dashed: more likely, not derived"
                + ("; hatched: excluded op / dropped edge" if marks.excluded or any(marks.dropped) else ""))
-    fig.suptitle(f"{_cell_name(group)}: final op probabilities\n{key}\n{run.title()}", fontsize=10.5)
+    fig.suptitle(f"{_cell_name(group)}: op probabilities of the last epoch\n{key}\n{run.title()}", fontsize=10.5)
     return fig
 
 
