@@ -134,7 +134,10 @@ def load_run(run_dir: str | Path) -> SearchRun:
     genotype = space.parse(str(text or metrics[-1]["genotype"]))
     edge_names, op_names = space.edge_names(), list(space.op_names)
     for group, probs in metrics[-1]["probabilities"].items():  # a custom op list: fall back to numbers
-        if len(probs) != len(edge_names.get(group, [])) or len(probs[0]) != len(op_names):
+        names = edge_names.get(group, [])
+        if len(probs) < len(names) and len(probs[0]) == len(op_names):
+            names = edge_names[group] = names[:len(probs)]  # a shallower macro (mobilenet's N): its rows are a prefix
+        if len(probs) != len(names) or len(probs[0]) != len(op_names):
             edge_names[group] = [f"edge {e}" for e in range(len(probs))]
             op_names = op_names if len(probs[0]) == len(op_names) else [f"op {k}" for k in range(len(probs[0]))]
     return SearchRun(run_dir, metrics, config, space, genotype, edge_names, op_names)
@@ -233,6 +236,28 @@ def _ops_the_rule_never_derives(space: Any, shapes: dict[str, tuple[int, int]]) 
     return never
 
 
+def _rederived(space: Any, metrics: dict, model: dict, recorded: Any) -> Any:
+    """The genotype derived again from the epoch's probabilities with the run's rule, caps and exclusions,
+    if it formats as the recorded one (else the recorded one).
+
+    A native string can lose where things sat (MobileNet's ``arch_def`` drops skip layers, so a parsed
+    genotype has no skips); the derivation itself still has them.
+    """
+    import torch
+
+    from .derive import derive_with_caps
+
+    try:
+        scores = {g: torch.tensor(p, dtype=torch.float64) for g, p in metrics["probabilities"].items()}
+        for g, w in (metrics.get("edge_weights") or {}).items():  # PC-DARTS ranks edge weight x probability
+            scores[g] = scores[g] * torch.tensor(w, dtype=torch.float64)[:, None]
+        genotype = derive_with_caps(space, scores, model.get("derivation") or None, int(model.get("max_skip", -1)),
+                                    int(model.get("max_parameter_free", -1)), list(model.get("derive_exclude") or []))
+    except Exception:  # noqa: BLE001  (an old or foreign run: keep what it recorded)
+        return recorded
+    return genotype if space.format(genotype) == space.format(recorded) else recorded
+
+
 def derivation_marks(run: SearchRun, epoch_index: int = -1) -> dict[str, DerivationMarks]:
     """group -> ``DerivationMarks`` of the genotype of an epoch (the last: ``genotype.yaml``'s when it is current).
 
@@ -247,6 +272,7 @@ def derivation_marks(run: SearchRun, epoch_index: int = -1) -> dict[str, Derivat
     if list(run.op_names) != list(run.space.op_names):  # a custom op list: nothing to mark by name
         return {}
     model = run.config.get("model", {})
+    genotype = _rederived(run.space, metrics, model, genotype)
     excluded_names = set(model.get("derive_exclude") or [])
     shapes = {g: (len(rows), len(rows[0])) for g, rows in probs.items()}
     never = _ops_the_rule_never_derives(run.space, shapes)
@@ -256,6 +282,9 @@ def derivation_marks(run: SearchRun, epoch_index: int = -1) -> dict[str, Derivat
     out = {}
     for group, rows in probs.items():
         derived = [sorted(kept.get((group, e), [])) for e in range(len(rows))]
+        if "skip" in run.op_names:  # a layer-wise space: a layer its string leaves out is a skip (an identity)
+            skip = run.op_names.index("skip")
+            derived = [d or ([skip] if rows[e][skip] > 0 else d) for e, d in enumerate(derived)]
         passed = []
         for e, row in enumerate(rows):
             reasons = {}

@@ -146,13 +146,13 @@ def heatmap_figure(Figure, run, group: str, marks=None):
         if d:
             label.set_color(PASSED_COLOR)
     ax.set_xlabel("op")
-    ax.set_ylabel("edge (to <- from)")
+    ax.set_ylabel("edge (to <- from)" if all("<-" in edge for edge in edges) else "layer")
     fig.colorbar(image, ax=ax, label="probability", shrink=0.9)
     if marks is None:
         key = "red box: most likely op"
     else:
         key = (f"red box: derived (genotype of epoch {run.metrics[-1]['epoch']}); dashed: more likely, not derived"
-               + ("; hatched: excluded op / dropped edge" if marks.excluded or any(marks.dropped) else ""))
+               + ("\nhatched: excluded op / edge dropped by the rule" if marks.excluded or any(marks.dropped) else ""))
     fig.suptitle(f"{_cell_name(group)}: op probabilities of the last epoch\n{key}\n{run.title()}", fontsize=10.5)
     return fig
 

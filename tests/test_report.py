@@ -289,3 +289,20 @@ def test_report_marks_darts_dropped_edges_and_an_edge_with_two_ops(tmp_path):
         assert (3, "capped") in reasons and reasons <= {(3, "capped"), (0, "rule")}
         # `none` is never derived by the DARTS rules: where it beats a kept op, that is the reason
         assert report._ops_the_rule_never_derives(run.space, {"normal": (14, 8), "reduce": (14, 8)}) == {"none"}
+
+
+def test_report_marks_mobilenet_skips_where_the_derivation_put_them(tmp_path):
+    """The arch_def string drops skip layers; the marks still show which layer derived a skip."""
+    def logits(l):
+        table = l["layers"]  # skip most likely on every layer that has one, each by another margin; the cap keeps one
+        table.mul_(0.01)[:, 6] += 2.0 + 0.1 * torch.arange(len(table))
+
+    run = _forced_run(tmp_path, ["model.space=mobilenet", "model.C=8", "model.N=2", "data.image_size=16",
+                                 "model.max_skip=1"], logits)
+    assert run.edge_names["layers"][7:] == ["s1.b1", "s2.b1", "s3.b1", "s4.b1", "s5.b1"]
+    marks = report.derivation_marks(run)["layers"]
+    skip = run.op_names.index("skip")
+    assert not any(marks.dropped)
+    assert sum(d == [skip] for d in marks.derived) == 1
+    assert sum(p == {skip: "capped"} for p in marks.passed_over) == 4  # the other b1 layers
+    assert all(d != [skip] for d in marks.derived[:7])  # b0 layers have no skip
