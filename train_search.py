@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if final:
         say(f"derived genotype: {final['genotype']}")
         if "val_acc" in final:
-            say(f"val accuracy of the derived architecture (shared weights): {final['val_acc']:.2f}%")
+            say(f"val accuracy of the derived genotype (supernet weights): {final['val_acc']:.2f}%")
+        if "supernet_val_acc" in final:
+            say(f"val accuracy of the soft supernet (softmax-weighted ops): {final['supernet_val_acc']:.2f}%")
     say(f"wrote {out / GENOTYPE}")
     if main_rank and cfg.search.report:
         from nas.report import try_write_report

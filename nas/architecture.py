@@ -28,7 +28,8 @@ class ArchSample:
             (``snas``) or softmax (``darts``); differentiable w.r.t. the logits.
         indices: group -> the chosen op of each edge as Python ints (hard samples
             only, else None). Moved to the host once per sample, so the dispatch
-            in the choice layers costs no device synchronisation.
+            in the choice layers costs no device synchronisation. A genotype's
+            sample (``Supernet.genotype_sample``) holds a tuple of op columns per edge.
         edge_weights: group -> ``[num_edges]`` PC-DARTS edge-normalisation weights
             (softmax over the edges into each node), or None without edge normalisation.
     """
@@ -185,7 +186,8 @@ class Architecture(nn.Module):
         return [ArchSample(w, h, edges) for w, h in zip(drawn, host)], carried
 
     def derive(self, mode: str = "gdas") -> ArchSample:
-        """The deterministic architecture: argmax one-hot for ``gdas``, softmax for the soft modes."""
+        """The deterministic sample of the logits: per-edge argmax one-hot for ``gdas`` (``none`` included,
+        every edge; not the exported genotype, see ``Supernet.genotype_sample``), softmax for the soft modes."""
         if mode != "gdas":
             return self.sample("darts", 1.0)
         weights, indices = {}, {}

@@ -42,18 +42,30 @@ class ChoiceLayer(nn.Module):
         self.skip_beta = 0.0
         # Per op: does it return its ``final_norm``'s output (None: not seen yet)? Decides the fused BN gate.
         self._returns_final_norm: list[bool | None] = [None] * len(self.ops)
+        # An edge a genotype drops runs the zero op (None where the layer has none: it is never dropped).
+        self._zero = self.op_names.index("none") if "none" in self.op_names else None
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | tuple[int, ...] | None = None
+                ) -> torch.Tensor:
         """Mixes the ops.
 
         Args:
             x: Input ``[B, C, H, W]``.
             weights: This edge's sample row ``[num_ops]``.
-            index: The sampled op (hard samples). When given, only that op runs.
+            index: The sampled op (hard samples): only that op runs. A tuple is a genotype's ops on
+                this edge (``Supernet.genotype_sample``): they run unweighted and are summed, an empty
+                tuple (an edge the genotype drops) runs the zero op, and no auxiliary skip is added
+                (the genotype has none).
 
         Returns:
             ``[B, C_out, H_out, W_out]``.
         """
+        if isinstance(index, tuple):
+            if not index:
+                if self._zero is None:
+                    raise ValueError(f"a genotype drops an edge whose ops ({', '.join(self.op_names)}) have no 'none'")
+                index = (self._zero,)
+            return add_all(self.ops[i](x) for i in index)
         if index is None:  # snas / darts: every op, weighted
             out = add_all(weights[i] * self.ops[i](x) for i in self._nonzero)
         elif not weights.requires_grad:  # the weight step: the sample is exactly one-hot

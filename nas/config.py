@@ -96,7 +96,7 @@ class SearchConfig:
     tau_schedule: str = "linear"  # linear | exponential | cosine | constant
     tau_max: float = 10.0
     tau_min: float = 0.1
-    eval_every: int = 1           # evaluate the derived architecture on val every K epochs (0: only at the end)
+    eval_every: int = 1           # evaluate the derived genotype on val every K epochs (0: only at the end)
     checkpoint_every: int = 0     # also checkpoint every K steps inside an epoch (0: at epoch ends only)
     on_nonfinite: str = "stop"    # stop | skip: what a non-finite loss or gradient does
     progress: bool = True         # progress bar when stderr is a terminal

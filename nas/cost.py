@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .architecture import Architecture, ArchSample
+from .architecture import ArchSample
 from .choice import ChoiceLayer
 from .errors import UserError
 from .supernet import Supernet
@@ -54,14 +54,19 @@ class CostTables:
         metric: ``flops``, ``params`` or ``latency``.
         base: Cost of everything outside the choice layers.
         tables: group -> float64 ``[num_edges, num_ops]``, summed over the layers sharing a row.
+        allowed: group -> bool ``[num_edges, num_ops]``, False for an op that does not exist on
+            that edge (the architecture's mask, e.g. MobileNet's placeholder for a shape-changing
+            layer's skip); its table entry of 0 is no cost any sample can have. None: every op exists.
     """
 
     metric: str
     base: float
     tables: dict[str, torch.Tensor]
+    allowed: dict[str, torch.Tensor] | None = None
 
     def to(self, device: torch.device | str) -> "CostTables":
-        return CostTables(self.metric, self.base, {g: t.to(device) for g, t in self.tables.items()})
+        allowed = None if self.allowed is None else {g: m.to(device) for g, m in self.allowed.items()}
+        return CostTables(self.metric, self.base, {g: t.to(device) for g, t in self.tables.items()}, allowed)
 
 
 def layer_names(supernet: Supernet) -> dict[int, str]:
@@ -144,7 +149,9 @@ def cost_tables(supernet: Supernet, input_shape: tuple[int, ...], metric: str,
     for group, edge, layer in layers:
         tables[group][edge] += torch.tensor(per_layer[id(layer)], dtype=torch.float64)
     device = _device(supernet)
-    return CostTables(metric, float(base), tables).to(device)
+    arch = supernet.architecture
+    allowed = {g: getattr(arch, f"allowed_{g}").cpu() for g in arch.masked} or None
+    return CostTables(metric, float(base), tables, allowed).to(device)
 
 
 @torch.no_grad()
@@ -270,9 +277,14 @@ class CostObjective:
                             f"architecture may cost {cheapest:g} {tables.metric}; use cost.form=additive")
 
     def bounds(self) -> tuple[float, float]:
-        """Lower and upper bounds on the cost of any sample (the cheapest / dearest op on every row)."""
-        low = self.tables.base + sum(float(t.min(dim=1).values.sum()) for t in self.tables.tables.values())
-        high = self.tables.base + sum(float(t.max(dim=1).values.sum()) for t in self.tables.tables.values())
+        """The cost of the cheapest and of the dearest hard sample: the cheapest / dearest op that
+        exists on every row (masked ops are never sampled, so their placeholder 0 is no bound)."""
+        low = high = self.tables.base
+        for group, table in self.tables.tables.items():
+            mask = None if self.tables.allowed is None else self.tables.allowed.get(group)
+            exists = torch.ones_like(table, dtype=torch.bool) if mask is None else mask.to(table.device)
+            low += float(table.masked_fill(~exists, math.inf).min(dim=1).values.sum())
+            high += float(table.masked_fill(~exists, -math.inf).max(dim=1).values.sum())
         return low, high
 
     def expected(self, sample: ArchSample) -> torch.Tensor:
@@ -287,9 +299,10 @@ class CostObjective:
         return (ce.double() + self.lam * (cost - self.target) / self.target).to(ce.dtype)
 
     @torch.no_grad()
-    def derived_cost(self, architecture: Architecture) -> float:
-        """The cost of the argmax architecture (one op per edge) of the current logits."""
-        return float(self.expected(architecture.derive("gdas")))
+    def derived_cost(self, genotype_sample: ArchSample) -> float:
+        """The cost of a genotype's network: ``Supernet.genotype_sample(space.genotype_edges(genotype))``
+        counts every op the genotype keeps (two on an edge that keeps two) and none on a dropped edge."""
+        return float(self.expected(genotype_sample))
 
     @classmethod
     def from_config(cls, config: "CostConfig", supernet: Supernet,

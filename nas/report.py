@@ -4,8 +4,11 @@ Reads what a search writes (``metrics.jsonl``, ``genotype.yaml``,
 ``config.yaml``; a run still in progress is fine) and writes PNGs into
 ``RUN_DIR/report/``:
 
-* ``probabilities_<group>.png``: every edge's op probabilities over the epochs;
-* ``heatmap_<group>.png``: the final probabilities, edges x ops;
+* ``probabilities_<group>.png``: every edge's op probabilities over the epochs,
+  the derived op of each edge in bold;
+* ``heatmap_<group>.png``: the final probabilities, edges x ops, the derived op(s)
+  boxed and every more likely op marked with why it was not derived (excluded,
+  never derived by the space's rule, or capped); edges the rule dropped greyed;
 * ``curves.png``: losses, accuracies and two convergence signals (entropy and
   the top probability of every edge, with the epochs where the cell changed);
 * ``tau.png``: the temperature (and learning-rate) schedule;
@@ -131,7 +134,10 @@ def load_run(run_dir: str | Path) -> SearchRun:
     genotype = space.parse(str(text or metrics[-1]["genotype"]))
     edge_names, op_names = space.edge_names(), list(space.op_names)
     for group, probs in metrics[-1]["probabilities"].items():  # a custom op list: fall back to numbers
-        if len(probs) != len(edge_names.get(group, [])) or len(probs[0]) != len(op_names):
+        names = edge_names.get(group, [])
+        if len(probs) < len(names) and len(probs[0]) == len(op_names):
+            names = edge_names[group] = names[:len(probs)]  # a shallower macro (mobilenet's N): its rows are a prefix
+        if len(probs) != len(names) or len(probs[0]) != len(op_names):
             edge_names[group] = [f"edge {e}" for e in range(len(probs))]
             op_names = op_names if len(probs[0]) == len(op_names) else [f"op {k}" for k in range(len(probs[0]))]
     return SearchRun(run_dir, metrics, config, space, genotype, edge_names, op_names)
@@ -185,6 +191,118 @@ def convergence(run: SearchRun) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class DerivationMarks:
+    """What derivation made of one group's edges at one epoch, for the figures to mark.
+
+    Attributes:
+        derived: Per edge, the op columns the genotype keeps there (two for an edge with two
+            ops, none for an edge the space's rule dropped).
+        dropped: Per edge, True when the genotype keeps no op on it (DARTS keeps two inputs per node).
+        top: Per edge, the most likely op column.
+        passed_over: Per edge, ``{op column: reason}`` for every op more likely than the weakest
+            derived op of that edge that was not derived: ``excluded`` (``model.derive_exclude``),
+            ``rule`` (the space's rule never derives it, e.g. DARTS's ``none``) or ``capped``
+            (ruled out by ``model.max_skip`` / ``model.max_parameter_free``).
+        excluded: Op columns listed in ``model.derive_exclude``.
+    """
+
+    derived: list[list[int]]
+    dropped: list[bool]
+    top: list[int]
+    passed_over: list[dict[int, str]]
+    excluded: list[int]
+
+
+def _ops_the_rule_never_derives(space: Any, shapes: dict[str, tuple[int, int]]) -> set[str]:
+    """Op names the space's own rule never derives (DARTS's ``none``): probed with each op strongest everywhere."""
+    import torch
+
+    names = list(space.op_names)
+    never = set()
+    for k, name in enumerate(names):
+        probs = {}
+        for group, (rows, cols) in shapes.items():
+            p = [[0.5 / (cols - 1)] * cols for _ in range(rows)]
+            for row in p:
+                row[k] = 0.5
+            probs[group] = p
+        try:
+            genotype = space.derive_genotype({g: torch.tensor(p, dtype=torch.float64) for g, p in probs.items()})
+        except Exception:  # noqa: BLE001  (a space that cannot take this probe marks nothing as "rule")
+            return set()
+        if not any(op == name for _, _, op in space.genotype_edges(genotype)):
+            never.add(name)
+    return never
+
+
+def _rederived(space: Any, metrics: dict, model: dict, recorded: Any) -> Any:
+    """The genotype derived again from the epoch's probabilities with the run's rule, caps and exclusions,
+    if it formats as the recorded one (else the recorded one).
+
+    A native string can lose where things sat (MobileNet's ``arch_def`` drops skip layers, so a parsed
+    genotype has no skips); the derivation itself still has them.
+    """
+    import torch
+
+    from .derive import derive_with_caps
+
+    try:
+        scores = {g: torch.tensor(p, dtype=torch.float64) for g, p in metrics["probabilities"].items()}
+        for g, w in (metrics.get("edge_weights") or {}).items():  # PC-DARTS ranks edge weight x probability
+            scores[g] = scores[g] * torch.tensor(w, dtype=torch.float64)[:, None]
+        genotype = derive_with_caps(space, scores, model.get("derivation") or None, int(model.get("max_skip", -1)),
+                                    int(model.get("max_parameter_free", -1)), list(model.get("derive_exclude") or []))
+    except Exception:  # noqa: BLE001  (an old or foreign run: keep what it recorded)
+        return recorded
+    return genotype if space.format(genotype) == space.format(recorded) else recorded
+
+
+def derivation_marks(run: SearchRun, epoch_index: int = -1) -> dict[str, DerivationMarks]:
+    """group -> ``DerivationMarks`` of the genotype of an epoch (the last: ``genotype.yaml``'s when it is current).
+
+    Args:
+        run: The loaded run.
+        epoch_index: Index into ``run.metrics``.
+    """
+    metrics = run.metrics[epoch_index]
+    last = epoch_index in (-1, len(run.metrics) - 1)
+    genotype = run.genotype if last else run.space.parse(str(metrics["genotype"]))
+    probs = metrics["probabilities"]
+    if list(run.op_names) != list(run.space.op_names):  # a custom op list: nothing to mark by name
+        return {}
+    model = run.config.get("model", {})
+    genotype = _rederived(run.space, metrics, model, genotype)
+    excluded_names = set(model.get("derive_exclude") or [])
+    shapes = {g: (len(rows), len(rows[0])) for g, rows in probs.items()}
+    never = _ops_the_rule_never_derives(run.space, shapes)
+    kept: dict[tuple[str, int], list[int]] = {}
+    for group, row, op in run.space.genotype_edges(genotype):
+        kept.setdefault((group, row), []).append(run.op_names.index(op))
+    out = {}
+    for group, rows in probs.items():
+        derived = [sorted(kept.get((group, e), [])) for e in range(len(rows))]
+        if "skip" in run.op_names:  # a layer-wise space: a layer its string leaves out is a skip (an identity)
+            skip = run.op_names.index("skip")
+            derived = [d or ([skip] if rows[e][skip] > 0 else d) for e, d in enumerate(derived)]
+        passed = []
+        for e, row in enumerate(rows):
+            reasons = {}
+            if derived[e]:
+                floor = min(row[k] for k in derived[e])
+                for k, p in enumerate(row):
+                    if k in derived[e] or p <= floor:
+                        continue
+                    name = run.op_names[k]
+                    reasons[k] = "excluded" if name in excluded_names else "rule" if name in never else "capped"
+            passed.append(reasons)
+        out[group] = DerivationMarks(
+            derived=derived, dropped=[not d for d in derived],
+            top=[max(range(len(row)), key=row.__getitem__) for row in rows], passed_over=passed,
+            excluded=[k for k, name in enumerate(run.op_names) if name in excluded_names])
+    return out
+
+
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Writes the report's PNGs (and the cells' ``.dot`` files) for a search run.
 
@@ -221,9 +339,11 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list
     written: list[Path] = []
     with matplotlib.rc_context(STYLE):
         colors = op_colors(run.op_names)
+        marks = derivation_marks(run)
         for group in run.metrics[-1]["probabilities"]:
-            written.append(save(figures.probabilities_figure(Figure, run, group, colors), f"probabilities_{group}.png"))
-            written.append(save(figures.heatmap_figure(Figure, run, group), f"heatmap_{group}.png"))
+            written.append(save(figures.probabilities_figure(Figure, run, group, colors, marks.get(group)),
+                                f"probabilities_{group}.png"))
+            written.append(save(figures.heatmap_figure(Figure, run, group, marks.get(group)), f"heatmap_{group}.png"))
         written.append(save(figures.curves_figure(Figure, run, convergence(run)), "curves.png"))
         written.append(save(figures.tau_figure(Figure, run), "tau.png"))
         try:

@@ -29,13 +29,39 @@ def _grid(count: int, max_cols: int) -> tuple[int, int]:
     return -(-count // cols), cols
 
 
-def probabilities_figure(Figure, run, group: str, colors: dict[str, Any]):
-    """One small plot per edge: each op's probability over the epochs, a shared legend on top."""
+# Why an op more likely than the derived one was not derived (``nas.report.DerivationMarks.passed_over``).
+REASONS = {"excluded": "excluded", "rule": "never by rule", "capped": "capped"}
+DERIVED_COLOR, PASSED_COLOR = "#d62728", "#555555"
+
+
+def _edge_title(edge: str, marks, e: int, ops: list[str], final: list[float]) -> tuple[str, str | None]:
+    """A subplot title for edge ``e``: its derived op(s), and the more likely op it passed over and why."""
+    if marks is None:
+        best = max(range(len(ops)), key=final.__getitem__)
+        return f"edge {edge}: {ops[best]} ({final[best]:.2f})", ops[best]
+    if marks.dropped[e]:
+        title = f"edge {edge}: dropped by the rule"
+        main = None
+    else:
+        title = f"edge {edge}: " + "\n+ ".join(f"{ops[k]} ({final[k]:.2f})" for k in marks.derived[e])
+        main = ops[marks.derived[e][0]]
+    top = marks.top[e]
+    if top in marks.passed_over[e]:
+        title += f"\ntop: {ops[top]} ({final[top]:.2f}, {REASONS[marks.passed_over[e][top]]})"
+    return title, main
+
+
+def probabilities_figure(Figure, run, group: str, colors: dict[str, Any], marks=None):
+    """One small plot per edge: each op's probability over the epochs, a shared legend on top.
+
+    With ``marks`` (``nas.report.DerivationMarks`` of the last epoch) the bold line and the title
+    are the op(s) the genotype derived on the edge, and a more likely op says why it was not derived.
+    """
     epochs = [m["epoch"] for m in run.metrics]
     probs = [m["probabilities"][group] for m in run.metrics]  # [epoch][edge][op]
     edges, ops = run.edge_names[group], run.op_names
     rows, cols = _grid(len(edges), 3 if len(edges) <= 6 else 5)
-    fig = Figure(figsize=(3.3 * cols, 2.5 * rows + 0.9), layout="constrained")
+    fig = Figure(figsize=(3.5 * cols, 2.9 * rows + 1.0), layout="constrained")
     grid = fig.add_gridspec(rows + 1, cols, height_ratios=[0.18] + [1.0] * rows)
     top = max(max(max(row) for row in epoch) for epoch in probs)
     y_max = 1.0 if top > 0.5 else 0.55  # a fixed, honest scale: 1.0 once an op dominates
@@ -46,12 +72,15 @@ def probabilities_figure(Figure, run, group: str, colors: dict[str, Any]):
                              sharey=axes[0] if axes else None)
         axes.append(ax)
         final = probs[-1][e]
-        best = max(range(len(ops)), key=final.__getitem__)
+        bold = (set(marks.derived[e]) if marks is not None
+                else {max(range(len(ops)), key=final.__getitem__)})
         for k, op in enumerate(ops):
-            ax.plot(epochs, [p[e][k] for p in probs], color=colors[op], lw=2.4 if k == best else 1.2,
-                    marker=marker, ms=3, label=op, zorder=3 if k == best else 2)
+            ax.plot(epochs, [p[e][k] for p in probs], color=colors[op], lw=2.4 if k in bold else 1.2,
+                    marker=marker, ms=3, label=op, zorder=3 if k in bold else 2)
         ax.axhline(1.0 / len(ops), color="black", lw=0.8, ls=":", zorder=1)
-        ax.set_title(f"edge {edge}: {ops[best]} ({final[best]:.2f})", color=colors[ops[best]], fontweight="bold")
+        title, main = _edge_title(edge, marks, e, ops, final)
+        ax.set_title(title, color=colors[main] if main else PASSED_COLOR, fontweight="bold",
+                     fontsize=9.5 if "\n" in title else None)
         ax.set_ylim(0, y_max)
         _integer_epochs(ax)
         if e % cols == 0:
@@ -62,38 +91,69 @@ def probabilities_figure(Figure, run, group: str, colors: dict[str, Any]):
     legend_ax.axis("off")
     from matplotlib.lines import Line2D
 
-    # Fresh handles: the first plot's own lines would carry its bold "most likely" width into the legend.
+    # Fresh handles: the first plot's own lines would carry its bold "derived" width into the legend.
     handles = [Line2D([], [], color=colors[op], lw=2) for op in ops] + [Line2D([], [], color="black", lw=0.8, ls=":")]
     labels = ops + [f"uniform 1/{len(ops)}"]
     legend_ax.legend(handles, labels, loc="center", ncol=min(len(labels), 9), frameon=False)
-    fig.suptitle(f"{_cell_name(group)}: op probabilities per edge (softmax of the logits; bold = most likely now)\n"
-                 f"{run.title()}")
+    what = ("bold = derived in the genotype of the last epoch" if marks is not None
+            else "bold = most likely now")
+    fig.suptitle(f"{_cell_name(group)}: op probabilities per edge (softmax of the logits; {what})\n{run.title()}")
     return fig
 
 
-def heatmap_figure(Figure, run, group: str):
-    """The last epoch's probabilities as an edges x ops table, the most likely op of each edge boxed."""
+def heatmap_figure(Figure, run, group: str, marks=None):
+    """The last epoch's probabilities as an edges x ops table.
+
+    With ``marks`` (``nas.report.DerivationMarks``): the op(s) the genotype derived are boxed in red,
+    every more likely op gets a dashed grey box and its reason, excluded ops' columns and dropped
+    edges' rows are hatched. Without: the most likely op of each edge is boxed.
+    """
     from matplotlib.patches import Rectangle
 
     probs = run.metrics[-1]["probabilities"][group]
     edges, ops = run.edge_names[group], run.op_names
-    fig = Figure(figsize=(1.05 * len(ops) + 2.6, 0.42 * len(edges) + 2.2), layout="constrained")
+    fig = Figure(figsize=(1.1 * len(ops) + 3.0, 0.46 * len(edges) + 2.6), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(probs, cmap="YlGnBu", vmin=0.0, vmax=1.0, aspect="auto")
     ax.grid(False)
+    hatch = dict(fill=False, hatch="///", edgecolor="#9a9a9a", lw=0, zorder=1)
+    if marks is not None:
+        for k in marks.excluded:
+            ax.add_patch(Rectangle((k - 0.5, -0.5), 1, len(edges), **hatch))
+        for e, dropped in enumerate(marks.dropped):
+            if dropped:
+                ax.add_patch(Rectangle((-0.5, e - 0.5), len(ops), 1, **hatch))
     for e, row in enumerate(probs):
-        best = max(range(len(row)), key=row.__getitem__)
+        boxed = marks.derived[e] if marks is not None else [max(range(len(row)), key=row.__getitem__)]
+        passed = marks.passed_over[e] if marks is not None else {}
         for k, p in enumerate(row):
-            ax.text(k, e, f"{p:.2f}", ha="center", va="center", fontsize=8.5,
-                    color="white" if p > 0.55 else "black", fontweight="bold" if k == best else "normal")
-        ax.add_patch(Rectangle((best - 0.5, e - 0.5), 1, 1, fill=False, edgecolor="#d62728", lw=2, clip_on=False))
-    ax.set_xticks(range(len(ops)), ops, rotation=35, ha="right")
-    ax.set_yticks(range(len(edges)), edges)
+            text = f"{p:.2f}" + (f"\n{REASONS[passed[k]]}" if k in passed else "")
+            ax.text(k, e, text, ha="center", va="center", fontsize=8.5 if k not in passed else 7.5,
+                    color="white" if p > 0.55 else "black", fontweight="bold" if k in boxed else "normal",
+                    linespacing=0.95, zorder=3)
+        for k in boxed:
+            ax.add_patch(Rectangle((k - 0.5, e - 0.5), 1, 1, fill=False, edgecolor=DERIVED_COLOR, lw=2.2,
+                                   clip_on=False, zorder=4))
+        for k in passed:
+            ax.add_patch(Rectangle((k - 0.45, e - 0.45), 0.9, 0.9, fill=False, edgecolor=PASSED_COLOR, lw=1.2,
+                                   ls="--", zorder=4))
+    excluded = set(marks.excluded) if marks is not None else set()
+    ax.set_xticks(range(len(ops)), [f"{op} (excluded)" if k in excluded else op for k, op in enumerate(ops)],
+                  rotation=35, ha="right")
+    dropped = marks.dropped if marks is not None else [False] * len(edges)
+    ax.set_yticks(range(len(edges)), [f"{edge} (dropped)" if d else edge for edge, d in zip(edges, dropped)])
+    for label, d in zip(ax.get_yticklabels(), dropped):
+        if d:
+            label.set_color(PASSED_COLOR)
     ax.set_xlabel("op")
-    ax.set_ylabel("edge (to <- from)")
+    ax.set_ylabel("edge (to <- from)" if all("<-" in edge for edge in edges) else "layer")
     fig.colorbar(image, ax=ax, label="probability", shrink=0.9)
-    fig.suptitle(f"{_cell_name(group)}: final op probabilities (red box: most likely op)\n{run.title()}",
-                 fontsize=11)
+    if marks is None:
+        key = "red box: most likely op"
+    else:
+        key = (f"red box: derived (genotype of epoch {run.metrics[-1]['epoch']}); dashed: more likely, not derived"
+               + ("\nhatched: excluded op / edge dropped by the rule" if marks.excluded or any(marks.dropped) else ""))
+    fig.suptitle(f"{_cell_name(group)}: op probabilities of the last epoch\n{key}\n{run.title()}", fontsize=10.5)
     return fig
 
 
@@ -101,14 +161,16 @@ def curves_figure(Figure, run, conv: dict):
     """Losses, accuracies and the convergence signals; the title states the final state in numbers."""
     fig = Figure(figsize=(12, 8), layout="constrained")
     (loss_ax, acc_ax), (ent_ax, top_ax) = fig.subplots(2, 2, sharex=True)
-    styles = {"train": ("tab:blue", "-", None), "arch": ("tab:orange", "-", None), "val": ("tab:green", "-", "o")}
+    styles = {"train": ("tab:blue", "-", None), "arch": ("tab:orange", "-", None), "val": ("tab:green", "-", "o"),
+              "supernet_val": ("tab:olive", "--", "s")}
     for ax, kind, label in ((loss_ax, "loss", "cross-entropy loss"), (acc_ax, "acc", "accuracy (%)")):
         for split, (color, ls, marker) in styles.items():
             epochs, values = run.series(f"{split}_{kind}")
             if epochs:
                 ax.plot(epochs, values, color=color, ls=ls, marker=marker if len(epochs) < 40 else None, ms=3,
                         label={"train": "train (weight steps, sampled)", "arch": "arch (arch steps, sampled)",
-                               "val": "val (derived architecture)"}[split])
+                               "val": "val: derived genotype (supernet weights)",
+                               "supernet_val": "val: soft supernet (softmax-weighted)"}[split])
         ax.set_ylabel(label)
         ax.legend(loc="best")
     loss_ax.set_title("loss")

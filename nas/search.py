@@ -184,19 +184,41 @@ class Searcher(EpochLoop):
         ok = self._backward(loss, weights=True, arch=True)
         return loss.detach(), correct, ok, self._apply([self.weight_opt, self.arch_opt], ok)
 
+    def exported_genotype(self, probabilities: dict[str, torch.Tensor] | None = None):
+        """The genotype ``genotype.yaml`` gets now: the derivation of the current logits (rule, exclusions, caps)."""
+        return self.derive(self.supernet.architecture.derivation_scores(probabilities))
+
+    def evaluate(self, loader: TensorLoader, genotype: Any = None) -> tuple[float, float]:
+        """Loss and accuracy (%) over a loader of a genotype's network run on the supernet's shared weights.
+
+        Each edge runs exactly the genotype's ops, summed (``Supernet.genotype_sample``); edges the
+        genotype drops contribute zeros. PC-DARTS edge weights are not applied: the genotype has none.
+
+        Args:
+            loader: The batches (``data.val_eval`` in the search).
+            genotype: The space's genotype; None: ``exported_genotype()``.
+        """
+        genotype = self.exported_genotype() if genotype is None else genotype
+        return self._evaluate(loader, self.supernet.genotype_sample(self.space.genotype_edges(genotype)))
+
+    def evaluate_supernet(self, loader: TensorLoader) -> tuple[float, float]:
+        """Loss and accuracy (%) of the soft supernet: every op weighted by softmax(logits), edge weights applied."""
+        return self._evaluate(loader, self.supernet.architecture.derive("darts"))
+
     @torch.no_grad()
-    def evaluate(self, loader: TensorLoader) -> tuple[float, float]:
-        """Loss and accuracy (%) of the derived architecture (eval mode) over a loader."""
+    def _evaluate(self, loader: TensorLoader, sample: ArchSample) -> tuple[float, float]:
         self.supernet.eval()
         loss_sum = torch.zeros((), device=loader.device)
         correct = torch.zeros((), device=loader.device, dtype=torch.long)
         n = 0
-        for x, y in loader.epoch(0):
-            logits = self.supernet(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-            n += y.numel()
-        self.supernet.train()
+        try:
+            for x, y in loader.epoch(0):
+                logits = self.supernet.forward_sample(x, sample)  # [B, num_classes]
+                loss_sum += F.cross_entropy(logits, y, reduction="sum")
+                correct += (logits.argmax(1) == y).sum()
+                n += y.numel()
+        finally:
+            self.supernet.train()
         totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(n), device=loss_sum.device)])
         if self.dist.enabled:  # each rank saw its shard of the val split
             all_reduce_sum(totals)
@@ -285,11 +307,16 @@ class Searcher(EpochLoop):
             metrics["arch_acc"] = 100.0 * totals["arch_correct"] / counts["arch_seen"]
         if s.on_nonfinite == "skip":
             metrics["skipped_steps"] = counts["skipped"]
-        if self.cost is not None:
-            metrics["derived_cost"] = self.cost.derived_cost(self.supernet.architecture)
+        genotype = self.exported_genotype(probs)
+        if self.cost is not None:  # the cost of the exported genotype
+            metrics["derived_cost"] = self.cost.derived_cost(
+                self.supernet.genotype_sample(self.space.genotype_edges(genotype)))
         if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
-            metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val_eval)
-        metrics["genotype"] = self.space.format(self.derive(self.supernet.architecture.derivation_scores(probs)))
+            # val_*: the exported genotype on the shared weights; supernet_val_*: the soft mixture trained in snas/darts.
+            metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val_eval, genotype)
+            if self.supernet.mode != "gdas":
+                metrics["supernet_val_loss"], metrics["supernet_val_acc"] = self.evaluate_supernet(self.data.val_eval)
+        metrics["genotype"] = self.space.format(genotype)
         metrics["probabilities"] = {g: [[round(v, 5) for v in row] for row in p.tolist()] for g, p in probs.items()}
         metrics["entropy"] = {g: [round(v, 5) for v in e.tolist()] for g, e in entropy.items()}
         edges = self.supernet.architecture.edge_weights()
@@ -299,13 +326,19 @@ class Searcher(EpochLoop):
         return metrics
 
     def describe_epoch(self, m: dict) -> str:
-        """One line of losses, accuracies, mean entropy and time, then the current genotype."""
+        """One line of losses, accuracies, mean entropy and training time, then the current genotype.
+
+        ``val (genotype)`` is the exported genotype on the shared weights; ``val (soft supernet)``
+        (snas/darts) the softmax-weighted supernet.
+        """
         parts = [f"epoch {m['epoch']:>3}/{self.s.epochs}", f"tau {m['tau']:.3f}",
                  f"train {m['train_loss']:.3f} / {m['train_acc']:5.1f}%"]
         if "arch_acc" in m:
             parts.append(f"arch {m['arch_loss']:.3f} / {m['arch_acc']:5.1f}%")
         if "val_acc" in m:
-            parts.append(f"val {m['val_loss']:.3f} / {m['val_acc']:5.1f}%")
+            parts.append(f"val (genotype) {m['val_loss']:.3f} / {m['val_acc']:5.1f}%")
+        if "supernet_val_acc" in m:
+            parts.append(f"val (soft supernet) {m['supernet_val_loss']:.3f} / {m['supernet_val_acc']:5.1f}%")
         mean_entropy = sum(sum(e) for e in m["entropy"].values()) / sum(len(e) for e in m["entropy"].values())
         parts += [f"entropy {mean_entropy:.3f}", f"{m['epoch_time']:.1f}s"]
         return "  ".join(parts) + f"\n    {m['genotype']}"
@@ -314,7 +347,7 @@ class Searcher(EpochLoop):
     def genotype_record(self) -> dict:
         """The current derived genotype with probabilities, as written to ``genotype.yaml``."""
         probs = self.supernet.architecture.probabilities()
-        return genotype_record(self.space, self.derive(self.supernet.architecture.derivation_scores(probs)), probs,
+        return genotype_record(self.space, self.exported_genotype(probs), probs,
                                mode=self.supernet.mode, derivation=self.derivation or self.space.derivation_rules[0],
                                epoch=self.epoch)
 

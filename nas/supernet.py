@@ -46,14 +46,45 @@ class Supernet(nn.Module):
         """Logits ``[B, num_classes]`` for images ``[B, C, H, W]``.
 
         In training mode each call draws one fresh sample for the whole network;
-        in eval mode it runs the derived (argmax) architecture for ``gdas`` and
-        the softmax-weighted supernet for ``snas``/``darts``.
+        in eval mode it runs the per-edge argmax op (``none`` included, every edge)
+        for ``gdas`` and the softmax-weighted supernet for ``snas``/``darts``. Neither
+        is the exported genotype, which derivation rules, exclusions and caps shape:
+        run that with ``forward_sample(x, genotype_sample(space.genotype_edges(genotype)))``.
         """
         if self.training:
             sample = self.architecture.sample(self.mode, self.tau)
         else:
             sample = self.architecture.derive(self.mode)
         return self.forward_sample(x, sample)
+
+    @torch.no_grad()
+    def genotype_sample(self, edges: list[tuple[str, int, str]]) -> ArchSample:
+        """The sample under which ``forward_sample`` runs exactly a genotype's network on the shared weights.
+
+        Each choice layer runs the ops the genotype puts on its edge, unweighted and summed
+        (an edge with two kept ops runs both); an edge the genotype drops runs the zero op.
+        PC-DARTS edge weights are not applied (``edge_weights`` is None): the genotype, and
+        the network ``build_network`` makes of it, sums a node's kept inputs unweighted.
+
+        Args:
+            edges: ``space.genotype_edges(genotype)``: ``(group, logit row, op name)`` per kept op.
+
+        Returns:
+            An ``ArchSample`` whose ``indices`` hold a tuple of op columns per edge and whose
+            ``weights`` count the genotype's ops per edge and column (so ``nas.cost.expected_cost``
+            of it is the genotype's cost).
+        """
+        ops = self.architecture.op_names
+        weights = {g: torch.zeros(l.shape, dtype=torch.float32, device=l.device)
+                   for g, l in self.architecture.logits.items()}
+        columns: dict[str, list[list[int]]] = {g: [[] for _ in range(w.shape[0])] for g, w in weights.items()}
+        for group, row, op in edges:
+            if group not in weights or not 0 <= row < weights[group].shape[0] or op not in ops:
+                raise ValueError(f"the genotype's edge ({group!r}, row {row}, {op!r}) is not in this supernet "
+                                 f"(groups {dict((g, tuple(w.shape)) for g, w in weights.items())}, ops {ops})")
+            columns[group][row].append(ops.index(op))
+            weights[group][row, ops.index(op)] += 1.0
+        return ArchSample(weights, {g: [tuple(c) for c in rows] for g, rows in columns.items()}, None)
 
     def forward_sample(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
         """Runs the network under a given sample; implemented by each space."""

@@ -2,7 +2,9 @@
 
 Tags written at step = epoch:
 
-* ``loss/{train,arch,val}``, ``accuracy/{train,arch,val}``: whichever the epoch has;
+* ``loss/{train,arch,val}``, ``accuracy/{train,arch,val}``: whichever the epoch has
+  (``val``: the derived genotype on the supernet weights; ``val_supernet``: the soft
+  supernet, snas/darts modes); ``cost/derived``: the derived genotype's cost;
 * ``schedule/tau``, ``schedule/lr``, ``time/epoch_time``;
 * ``entropy/mean`` (over every edge of every group) and ``entropy/<group>``;
 * ``probabilities/<group>/<edge>/<op>``: one scalar per op of every edge;
@@ -23,7 +25,8 @@ INSTALL_HINT = "pip install tensorboard"
 SCALAR_TAGS = {
     "train_loss": "loss/train", "arch_loss": "loss/arch", "val_loss": "loss/val",
     "train_acc": "accuracy/train", "arch_acc": "accuracy/arch", "val_acc": "accuracy/val",
-    "tau": "schedule/tau", "lr": "schedule/lr", "epoch_time": "time/epoch_time",
+    "supernet_val_loss": "loss/val_supernet", "supernet_val_acc": "accuracy/val_supernet",
+    "derived_cost": "cost/derived", "tau": "schedule/tau", "lr": "schedule/lr", "epoch_time": "time/epoch_time",
 }
 
 

@@ -74,8 +74,68 @@ def test_expected_cost_of_the_argmax_sample_is_the_derived_networks_flops(space)
     genotype = sp.derive_genotype(net.architecture.probabilities())
     discrete = sp.build_network(genotype, **SMALL[space])
     objective = CostObjective(tables)
-    assert objective.derived_cost(net.architecture) == count_flops(discrete, SHAPE[space])
+    assert objective.derived_cost(net.genotype_sample(sp.genotype_edges(genotype))) == count_flops(discrete, SHAPE[space])
     assert float(expected_cost(net.architecture.derive("gdas"), tables)) == count_flops(discrete, SHAPE[space])
+
+
+DERIVATIONS = [  # (space, derivation rule, max_skip, derive_exclude): every switch that reshapes the genotype
+    ("nb201", None, -1, ["none"]), ("nb201", None, 0, []), ("darts", "darts", 1, []), ("darts", "gdas", 1, []),
+    ("mobilenet", None, 0, []),
+]
+
+
+@pytest.mark.parametrize("space, rule, max_skip, exclude", DERIVATIONS)
+def test_derived_cost_is_the_flops_of_the_exported_genotypes_network(space, rule, max_skip, exclude):
+    from nas.derive import derive_with_caps
+
+    net = supernet(space, seed=2)
+    sp = search_spaces.get(space)
+    with torch.no_grad():  # a conv, then `none` or a skip on several edges: exclusion and caps change the genotype
+        for logits in net.architecture.logits.values():
+            logits.mul_(0.1)[:, 3] += 2.0  # nor_conv_3x3, sep_conv_3x3, ir_k5_e3
+            logits[::2, 0 if space != "mobilenet" else 6] += 3.0  # none (mobilenet: skip)
+            if space != "mobilenet":
+                logits[1::3, sp.op_names.index("skip_connect")] += 4.0
+    probs = net.architecture.probabilities()
+    genotype = derive_with_caps(sp, probs, rule, max_skip=max_skip, exclude=exclude)
+    assert sp.format(genotype) != sp.format(sp.derive_genotype(probs, rule))  # the switches did act
+    discrete = sp.build_network(genotype, **SMALL[space])
+    objective = CostObjective(cost_tables(net, SHAPE[space], "flops"), form="additive", target=1.0)
+    derived = objective.derived_cost(net.genotype_sample(sp.genotype_edges(genotype)))
+    assert derived == count_flops(discrete, SHAPE[space])
+    assert derived != float(expected_cost(net.architecture.derive("gdas"), objective.tables))  # not the argmax
+
+
+def test_darts_gdas_rule_genotype_with_two_ops_on_one_edge_costs_both():
+    sp = search_spaces.get("darts")
+    net = supernet("darts")
+    probs = {g: torch.full((14, 8), 0.01) for g in ("normal", "reduce")}
+    for g in probs:  # node 2: both best pairs come from input 0 (edge 0)
+        probs[g][0, 4], probs[g][0, 7], probs[g][1, 5] = 0.9, 0.8, 0.1
+    genotype = sp.derive_genotype(probs, "gdas")
+    assert genotype.normal[:2] == [("sep_conv_3x3", 0), ("dil_conv_5x5", 0)]
+    sample = net.genotype_sample(sp.genotype_edges(genotype))
+    assert sample.indices["normal"][0] == (4, 7) and sample.indices["normal"][1] == ()
+    tables = cost_tables(net, SHAPE["darts"], "flops")
+    objective = CostObjective(tables)
+    discrete = sp.build_network(genotype, **SMALL["darts"])
+    assert objective.derived_cost(sample) == count_flops(discrete, SHAPE["darts"])
+
+
+def test_mobilenet_bounds_ignore_the_masked_placeholder():
+    """The cheapest MobileNet network has a real block on every shape-changing layer, not the free placeholder."""
+    net = supernet("mobilenet")
+    sp = search_spaces.get("mobilenet")
+    objective = CostObjective(cost_tables(net, SHAPE["mobilenet"], "flops"))
+    low, high = objective.bounds()
+    table = objective.tables.tables["layers"]
+    allowed = net.architecture.allowed_layers
+    assert (~allowed).any() and bool((table[~allowed] == 0).all())  # the placeholders sit in the table at 0
+    genotype = sp.derive_genotype({"layers": torch.where(allowed, -table / table.max(), -2.0)})
+    assert low == count_flops(sp.build_network(genotype, **SMALL["mobilenet"]), SHAPE["mobilenet"])
+    assert low == objective.derived_cost(net.genotype_sample(sp.genotype_edges(genotype)))
+    dearest = sp.derive_genotype({"layers": torch.where(allowed, table / table.max(), -2.0)})
+    assert high == count_flops(sp.build_network(dearest, **SMALL["mobilenet"]), SHAPE["mobilenet"])
 
 
 def test_darts_expected_cost_of_a_hard_sample_is_the_sampled_supernets_flops():
@@ -161,7 +221,8 @@ def test_from_config():
     assert CostObjective.from_config(CostConfig(), net, SHAPE["nb201"]) is None
     objective = CostObjective.from_config(CostConfig(metric="flops"), net, SHAPE["nb201"])
     low, high = objective.bounds()
-    assert 0 < low < objective.derived_cost(net.architecture) <= high
+    genotype = search_spaces.get("nb201").derive_genotype(net.architecture.probabilities())
+    assert 0 < low < objective.derived_cost(net.genotype_sample(search_spaces.get("nb201").genotype_edges(genotype))) <= high
 
 
 def test_latency_profiler_writes_a_table_that_cost_tables_reads(tmp_path, capsys):

@@ -218,3 +218,91 @@ def test_example_straight_through_classifier(tmp_path):
     eval_acc = _numbers(r"eval accuracy \(test set, eval mode, argmax codes\): ([\d.]+)%", proc.stdout)[0]
     assert train_acc > 85.0 and eval_acc > 80.0, proc.stdout
     assert_png(tmp_path / "straight_through_classifier.png")
+
+
+def _forced_run(tmp_path, extra, set_logits):
+    """A one-epoch run whose logits were set by hand and left alone (warm-up): a known genotype."""
+    cfg = build_config({}, TINY + ["search.epochs=1", "search.warmup_epochs=1", "search.report=false"] + extra)
+    open_run_dir(tmp_path, cfg, resume=False)
+    searcher = build_searcher(cfg, tmp_path, log=lambda s: None)
+    with torch.no_grad():
+        set_logits(searcher.supernet.architecture.logits)
+    searcher.run()
+    return report.load_run(tmp_path)
+
+
+def _red_boxes(fig):
+    from matplotlib.colors import to_rgba
+    from nas.report_figures import DERIVED_COLOR
+
+    return {(round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in fig.axes[0].patches
+            if p.get_edgecolor() == to_rgba(DERIVED_COLOR)}
+
+
+def test_report_marks_the_derived_op_not_the_excluded_or_capped_one(tmp_path):
+    def logits(l):
+        table = l["cell"]  # none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3
+        table.mul_(0.01)[:, 3] += 1.0
+        table[[0, 2, 5], 0] += 2.0  # `none` most likely on three edges
+        table[[1, 4], 1] += 1.5     # skip most likely on two edges, one over the cap
+
+    run = _forced_run(tmp_path, ["model.derive_exclude=[none]", "model.max_skip=1"], logits)
+    marks = report.derivation_marks(run)["cell"]
+    ops = run.op_names
+    genotype_ops = run.genotype.edge_ops()
+    assert genotype_ops.count("skip_connect") == 1 and "none" not in genotype_ops
+    assert marks.derived == [[ops.index(op)] for op in genotype_ops]
+    assert marks.excluded == [0] and marks.dropped == [False] * 6
+    assert [marks.top[e] for e in (0, 2, 5)] == [0, 0, 0]  # the figure's old "most likely" box
+    for e in (0, 2, 5):
+        assert marks.passed_over[e] == {0: "excluded"} and marks.derived[e] == [3]
+    capped = [e for e in (1, 4) if marks.derived[e] != [1]]
+    assert len(capped) == 1 and marks.passed_over[capped[0]] == {1: "capped"}
+    from nas.report_figures import heatmap_figure
+    from matplotlib.figure import Figure
+    assert _red_boxes(heatmap_figure(Figure, run, "cell", marks)) == {(e, d[0]) for e, d in enumerate(marks.derived)}
+
+
+def test_report_marks_darts_dropped_edges_and_an_edge_with_two_ops(tmp_path):
+    def logits(l):
+        for table in l.values():  # none, max_pool, avg_pool, skip, sep3, sep5, dil3, dil5
+            table.mul_(0.01)[:, 4] += 1.0
+            table[2::2, 0] += 3.0
+            table[2:, 3] += 1.5
+            table[0, 7] += 3.0  # node 2: both kept pairs on edge 0 under the gdas rule
+            table[0, 4] += 1.5
+            table[1, 4] -= 1.0
+
+    run = _forced_run(tmp_path, ["model.space=darts", "data.image_size=16", "model.derivation=gdas",
+                                 "model.max_skip=1"], logits)
+    marks = report.derivation_marks(run)
+    for kind in ("normal", "reduce"):
+        m = marks[kind]
+        kept = {}
+        for k, (op, j) in enumerate(getattr(run.genotype, kind)):
+            kept.setdefault(search_spaces.darts.EDGES.index((k // 2 + 2, j)), []).append(run.op_names.index(op))
+        assert m.derived == [sorted(kept.get(e, [])) for e in range(14)]
+        assert m.derived[0] == [4, 7] and m.dropped[1] and sum(not d for d in m.dropped) < 8
+        assert all(m.passed_over[e] == {} for e in range(14) if m.dropped[e])
+        assert sum(1 for e in range(14) for k in m.derived[e] if k == 3) == 1  # one skip: the cap
+        reasons = {(k, reason) for p in m.passed_over for k, reason in p.items()}
+        assert (3, "capped") in reasons and reasons <= {(3, "capped"), (0, "rule")}
+        # `none` is never derived by the DARTS rules: where it beats a kept op, that is the reason
+        assert report._ops_the_rule_never_derives(run.space, {"normal": (14, 8), "reduce": (14, 8)}) == {"none"}
+
+
+def test_report_marks_mobilenet_skips_where_the_derivation_put_them(tmp_path):
+    """The arch_def string drops skip layers; the marks still show which layer derived a skip."""
+    def logits(l):
+        table = l["layers"]  # skip most likely on every layer that has one, each by another margin; the cap keeps one
+        table.mul_(0.01)[:, 6] += 2.0 + 0.1 * torch.arange(len(table))
+
+    run = _forced_run(tmp_path, ["model.space=mobilenet", "model.C=8", "model.N=2", "data.image_size=16",
+                                 "model.max_skip=1"], logits)
+    assert run.edge_names["layers"][7:] == ["s1.b1", "s2.b1", "s3.b1", "s4.b1", "s5.b1"]
+    marks = report.derivation_marks(run)["layers"]
+    skip = run.op_names.index("skip")
+    assert not any(marks.dropped)
+    assert sum(d == [skip] for d in marks.derived) == 1
+    assert sum(p == {skip: "capped"} for p in marks.passed_over) == 4  # the other b1 layers
+    assert all(d != [skip] for d in marks.derived[:7])  # b0 layers have no skip
