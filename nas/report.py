@@ -29,6 +29,7 @@ from typing import Any, Callable
 import yaml
 
 from .errors import UserError
+from .yamlio import describe_yaml_error, read_yaml_file
 
 REPORT_DIR = "report"
 DPI = 120
@@ -81,9 +82,11 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {str(path)!r}: {str(e).splitlines()[0]}") from None
+        data = read_yaml_file(path)
+    except yaml.YAMLError as e:
+        raise UserError(f"cannot read {str(path)!r}: YAML error{describe_yaml_error(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {str(path)!r}: {str(e).splitlines()[0][:160]}") from None
     return data if isinstance(data, dict) else {}
 
 
