@@ -112,8 +112,10 @@ def lock_run_dir(out: Path) -> None:
     _held_locks[key] = f
 
 
-def open_run_dir(out: Path, cfg, resume: bool, checkpoint: str) -> None:
+def open_run_dir(out: Path, cfg, resume: bool, checkpoint: str = "checkpoint.pt", lock: bool = True) -> None:
     """Creates and locks the run directory, clears what a run cut short left, and saves the resolved config.
+
+    ``lock=False`` is for a caller that already holds ``DIR/.lock`` itself (``nas.experiment``'s job lock).
 
     A new run (or a resumed one that never reached its first checkpoint) starts
     with no ``metrics.jsonl``; torn temporaries of writes cut short are removed.
@@ -131,7 +133,8 @@ def open_run_dir(out: Path, cfg, resume: bool, checkpoint: str) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to output directory {str(out)!r}: {e.strerror}; choose another --out") from None
-    lock_run_dir(out)
+    if lock:
+        lock_run_dir(out)
     if not resume and (out / checkpoint).exists():  # another run finished its first epoch meanwhile
         raise UserError(f"{str(out)!r} already holds a run; continue it with --resume {out} or choose another --out")
     try:

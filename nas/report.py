@@ -274,9 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     except VizDependencyMissing:
         print(f"note: no report written: matplotlib is not installed; {INSTALL_HINT}")
         return 0
-    except UserError as e:
+    except (UserError, OSError) as e:
         if args.debug:
             raise
+        if isinstance(e, OSError):  # an unwritable or full --out: one line, like any other bad input
+            target = e.filename or args.out or Path(args.run_dir) / REPORT_DIR
+            e = UserError(f"cannot write the report to {str(target)!r}: {e.strerror or e}; "
+                          "choose a writable --out")
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {len(paths)} files to {paths[0].parent}")
