@@ -64,7 +64,8 @@ def resolve_run(args: argparse.Namespace, default_config: Path, checkpoint: str)
             raise UserError(f"{str(out)!r} is not a run directory (no {CONFIG}); pass the --out of an earlier run")
         if args.out and Path(args.out) != out:
             raise UserError("--out and --resume name different directories; --resume continues in place")
-        lock_run_dir(out)
+        if _main_process():
+            lock_run_dir(out)
         saved = read_yaml(out / CONFIG)
         cfg = build_config(saved)
         if args.config or args.overrides:
@@ -77,11 +78,16 @@ def resolve_run(args: argparse.Namespace, default_config: Path, checkpoint: str)
     config_path = Path(args.config) if args.config else default_config
     cfg = load_config(config_path, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (out / LOCK).exists():
+    if (out / LOCK).exists() and _main_process():
         lock_run_dir(out)  # refuses a directory another run is using
     if (out / checkpoint).exists():
         raise UserError(f"{str(out)!r} already holds a run; continue it with --resume {out} or choose another --out")
     return cfg, out
+
+
+def _main_process() -> bool:
+    """True unless this is a non-zero rank of a ``torchrun`` job (only rank 0 owns the run directory)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def lock_run_dir(out: Path) -> None:
