@@ -41,9 +41,13 @@ def run(args: argparse.Namespace) -> int:
     main_rank = trainer.dist.is_main
     say = print if main_rank else (lambda *a, **k: None)
     if main_rank:  # only rank 0 writes
-        open_run_dir(out, cfg, resume=bool(args.resume))
+        open_run_dir(out, cfg, resume=bool(args.resume), checkpoint=CHECKPOINT)
         if not args.resume:
-            shutil.copyfile(genotype_path, out / GENOTYPE)
+            try:
+                shutil.copyfile(genotype_path, out / GENOTYPE)
+            except OSError as e:
+                raise UserError(f"cannot write {out / GENOTYPE} ({e.strerror}); free disk space or choose "
+                                "another --out") from None
         trainer.out_dir = out
     else:
         trainer.log = say
@@ -60,7 +64,15 @@ def run(args: argparse.Namespace) -> int:
         except RunDiverged as e:
             say(f"error: {e}", file=sys.stderr)
             return 1
-    record = trainer.write_summary(space=space.name, genotype=space.format(genotype), dataset=cfg.data.dataset)
+    try:
+        record = trainer.write_summary(space=space.name, genotype=space.format(genotype), dataset=cfg.data.dataset)
+    except OSError as e:
+        raise UserError(f"cannot write {out / FINAL} ({e.strerror}); training finished and its checkpoint "
+                        f"{out / CHECKPOINT} is intact: free disk space and run --resume {out} again") from None
+    except KeyboardInterrupt:
+        print(f"interrupted while writing {out / FINAL}; training finished: run --resume {out} to write it",
+              file=sys.stderr)
+        return 130
     say(f"test accuracy {record['test_acc']:.2f}%  ({record['params']:,} parameters, "
         f"{record['flops'] / 1e6:.1f} MFLOPs, {record['train_time']:.0f}s training)")
     say(f"wrote {out / FINAL}")

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         if cfg.search.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise UserError("search.tensorboard=true needs the tensorboard package: pip install tensorboard "
                             "(or pip install -e \".[tensorboard]\")")
-        open_run_dir(out, cfg, resume=bool(args.resume))
+        open_run_dir(out, cfg, resume=bool(args.resume), checkpoint=CHECKPOINT)
         searcher.out_dir = out
         if cfg.search.tensorboard:
             from nas.tensorboard import TensorBoardLogger
@@ -73,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
     say(f"wrote {out / GENOTYPE}")
     if main_rank and cfg.search.report:
         from nas.report import try_write_report
-        try_write_report(out, log=say)
+        try:
+            try_write_report(out, log=say)
+        except KeyboardInterrupt:  # the search itself is complete and on disk
+            print(f"interrupted while writing the report; the search finished (genotype in {out / GENOTYPE}); "
+                  f"write the report with: python -m nas.report {out}", file=sys.stderr)
+            return 130
     return 0
 
 

@@ -106,10 +106,12 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
                                     N=cfg.model.N, in_channels=data.in_channels,
                                     **_input_size(space.build_supernet, data.image_size), **extra).to(device)
     cost = CostObjective.from_config(cfg.cost, supernet, (data.in_channels, data.image_size, data.image_size))
-    return Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log,
-                    derivation=cfg.model.derivation, max_skip=cfg.model.max_skip,
-                    max_parameter_free=cfg.model.max_parameter_free, dist=ctx, cost=cost,
-                    derive_exclude=cfg.model.derive_exclude)
+    searcher = Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log,
+                        derivation=cfg.model.derivation, max_skip=cfg.model.max_skip,
+                        max_parameter_free=cfg.model.max_parameter_free, dist=ctx, cost=cost,
+                        derive_exclude=cfg.model.derive_exclude)
+    searcher.run_config = cfg.to_dict()  # checkpoints record it; resuming under another config is refused
+    return searcher
 
 
 def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | Path | None = None,
@@ -142,6 +144,7 @@ def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | P
                                   drop_path_prob=t.drop_path_prob,
                                   **_input_size(space.build_network, train_set.images.shape[-1]))
     trainer = FinalTrainer(network.to(device), train, test, t, out_dir=out_dir, log=log, dist=ctx)
+    trainer.run_config = cfg.to_dict()
     trainer.test_set = test_set.source
     if ctx.is_main:
         log(f"training images: {train_set.source}")

@@ -3,13 +3,15 @@
 Writes go to a temporary file in the same folder, are flushed to disk and then
 renamed over the old file (an atomic step on POSIX), so at every moment the
 path holds either the previous checkpoint or the new one. Loading uses
-``torch.load(weights_only=True)``: a checkpoint cannot run code.
+``torch.load(weights_only=True)``: a checkpoint cannot run code (a safe
+boundary from torch 2.6 on, the project's floor; CVE-2025-32434 broke it before).
 """
 from __future__ import annotations
 
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +45,14 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
         os.close(dir_fd)
 
 
+def remove_torn_writes(folder: str | Path) -> list[Path]:
+    """Deletes the temporaries ``atomic_write`` leaves when its process is killed mid-write; returns them."""
+    torn = sorted(Path(folder).glob(".*.tmp"))
+    for path in torn:
+        path.unlink(missing_ok=True)
+    return torn
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Saves a checkpoint dict atomically."""
     atomic_write(path, lambda f: torch.save(state, f))
@@ -58,7 +68,9 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"no checkpoint at {str(path)!r}; pass the run directory of an earlier search")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # the refusal is reported below as one line; torch's warnings add noise
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and weights_only errors all mean "not a usable checkpoint"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"checkpoint {str(path)!r} is corrupt or unreadable ({first[:160]}); "

@@ -2,12 +2,16 @@
 
 A run directory holds ``config.yaml`` (the resolved config) and a checkpoint.
 ``--resume DIR`` continues it with that config; giving a different one is an
-error naming the keys that differ.
+error naming the keys that differ. A run holds an exclusive lock on
+``DIR/.lock`` (``fcntl.flock``, released by the kernel when the process ends)
+for its whole life, so a second run into the same directory is refused.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
+import os
 import signal
 import sys
 import time
@@ -17,6 +21,8 @@ from typing import Callable, Iterator
 from .errors import UserError
 
 CONFIG = "config.yaml"
+LOCK = ".lock"
+_held_locks: dict[str, object] = {}  # run dir -> its open lock file, held until the process exits
 
 
 def run_parser(description: str, default_config: Path) -> argparse.ArgumentParser:
@@ -58,6 +64,8 @@ def resolve_run(args: argparse.Namespace, default_config: Path, checkpoint: str)
             raise UserError(f"{str(out)!r} is not a run directory (no {CONFIG}); pass the --out of an earlier run")
         if args.out and Path(args.out) != out:
             raise UserError("--out and --resume name different directories; --resume continues in place")
+        if _main_process():
+            lock_run_dir(out)
         saved = read_yaml(out / CONFIG)
         cfg = build_config(saved)
         if args.config or args.overrides:
@@ -70,16 +78,59 @@ def resolve_run(args: argparse.Namespace, default_config: Path, checkpoint: str)
     config_path = Path(args.config) if args.config else default_config
     cfg = load_config(config_path, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (out / LOCK).exists() and _main_process():
+        lock_run_dir(out)  # refuses a directory another run is using
     if (out / checkpoint).exists():
         raise UserError(f"{str(out)!r} already holds a run; continue it with --resume {out} or choose another --out")
     return cfg, out
 
 
-def open_run_dir(out: Path, cfg, resume: bool) -> None:
-    """Creates the run directory (checking it is writable) and saves the resolved config."""
+def _main_process() -> bool:
+    """True unless this is a non-zero rank of a ``torchrun`` job (only rank 0 owns the run directory)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def lock_run_dir(out: Path) -> None:
+    """Takes the run directory's lock for the life of this process (a no-op if already held).
+
+    Raises:
+        UserError: another process holds it (naming its pid), or the lock file cannot be made.
+    """
+    key = str(out.resolve())
+    if key in _held_locks:
+        return
+    try:
+        f = open(out / LOCK, "a+")
+    except OSError as e:
+        raise UserError(f"cannot write to output directory {str(out)!r}: {e.strerror}; choose another --out") from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read(32).strip() or "unknown"
+        f.close()
+        raise UserError(f"{str(out)!r} is in use by another run (pid {pid}); wait for it to end "
+                        "or choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _held_locks[key] = f
+
+
+def open_run_dir(out: Path, cfg, resume: bool, checkpoint: str = "checkpoint.pt", lock: bool = True) -> None:
+    """Creates and locks the run directory, clears what a run cut short left, and saves the resolved config.
+
+    ``lock=False`` is for a caller that already holds ``DIR/.lock`` itself (``nas.experiment``'s job lock).
+
+    A new run (or a resumed one that never reached its first checkpoint) starts
+    with no ``metrics.jsonl``; torn temporaries of writes cut short are removed.
+    A resumed run's metrics are rewritten from its checkpoint when it loads.
+    """
     import yaml
 
-    from .checkpoint import atomic_write
+    from .checkpoint import atomic_write, remove_torn_writes
+    from .loop import METRICS
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -88,9 +139,19 @@ def open_run_dir(out: Path, cfg, resume: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to output directory {str(out)!r}: {e.strerror}; choose another --out") from None
-    if not resume:
-        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        atomic_write(out / CONFIG, lambda f: f.write(text), mode="w")
+    if lock:
+        lock_run_dir(out)
+    if not resume and (out / checkpoint).exists():  # another run finished its first epoch meanwhile
+        raise UserError(f"{str(out)!r} already holds a run; continue it with --resume {out} or choose another --out")
+    try:
+        remove_torn_writes(out)
+        if not (out / checkpoint).exists():  # nothing to continue: the history starts empty
+            (out / METRICS).unlink(missing_ok=True)
+        if not resume:
+            text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            atomic_write(out / CONFIG, lambda f: f.write(text), mode="w")
+    except OSError as e:
+        raise UserError(f"cannot write to output directory {str(out)!r}: {e.strerror}; choose another --out") from None
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,22 +20,22 @@ from .cost import CostConfig
 from .errors import UserError
 from .gumbel import TAU_SCHEDULES
 from .straight_through import GATE_RULES
+from .yamlio import YAMLRefused, brief, describe_yaml_error, load_yaml, read_yaml_file
+
+# Upper bounds on values that only ever exhaust memory when set huge (each error names its key and bound).
+MAX_SEED = 2**32 - 1            # NumPy's seed range; the data order mixes the seed into 64-bit generator seeds
+MAX_BATCH = 65536
+MAX_IMAGE_SIZE = 1024           # data.image_size and data.cutout, in pixels
+MAX_SYNTHETIC = 1_000_000       # data.synthetic_size
+MAX_SYNTHETIC_BYTES = 8 << 30   # the synthetic train + test images, uint8
+MAX_CHANNELS = 1024             # model.C (the last stage has 4x as many)
+MAX_CELLS = 64                  # model.N
 
 DATASETS = ("digits", "digits_clutter", "cifar10", "cifar100", "imagefolder", "synthetic")
 
 
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``3e-4`` as a float (YAML 1.1 wants ``3.0e-4``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
-
-
 def _yaml_load(text: str):
-    return yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain data only, runs no code
+    return load_yaml(text)  # plain data only; no aliases, no duplicate keys, bounded size
 
 
 @dataclass
@@ -152,23 +152,29 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Checks ``value`` against the field type ``tp``; ints are accepted for floats."""
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"config key {key!r} must be a number, got {value!r}")
-        return float(value)
+            raise UserError(f"config key {key!r} must be a number, got {brief(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond a float's range
+            number = math.inf
+        if not math.isfinite(number):  # inf/nan pass every range check and then poison the run
+            raise UserError(f"config key {key!r} must be a finite number, got {brief(value)}")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"config key {key!r} must be an integer, got {value!r}")
+            raise UserError(f"config key {key!r} must be an integer, got {brief(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise UserError(f"config key {key!r} must be true or false, got {value!r}")
+            raise UserError(f"config key {key!r} must be true or false, got {brief(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise UserError(f"config key {key!r} must be a string, got {value!r}")
+            raise UserError(f"config key {key!r} must be a string, got {brief(value)}")
         return value
     if tp is list:
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"config key {key!r} must be a list, got {value!r}")
+            raise UserError(f"config key {key!r} must be a list, got {brief(value)}")
         return list(value)
     return value
 
@@ -177,17 +183,17 @@ def _unknown(key: str, valid: list[str]) -> UserError:
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], [v.rsplit(".", 1)[-1] for v in valid], n=1)
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
     hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
-    return UserError(f"unknown config key {key!r}{hint}")
+    return UserError(f"unknown config key {brief(key)}{hint}")
 
 
 def _merge(obj: Any, values: dict, prefix: str = "") -> None:
     """Writes a nested dict onto a dataclass instance, checking keys and types."""
     if not isinstance(values, dict):
-        raise UserError(f"config section {prefix.rstrip('.') or 'top level'!r} must be a mapping, got {values!r}")
+        raise UserError(f"config section {prefix.rstrip('.') or 'top level'!r} must be a mapping, got {brief(values)}")
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in fields(obj)]
     for key, value in values.items():
-        full = f"{prefix}{key}"
+        full = f"{prefix}{key}" if isinstance(key, str) else f"{prefix}{brief(key)}"
         if key not in names:
             raise _unknown(full, [f"{prefix}{n}" for n in names])
         current = getattr(obj, key)
@@ -202,44 +208,54 @@ def _check(cfg: Config) -> None:
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
             raise UserError(f"config key {key!r} {what}")
+
+    def in_range(value: int, low: int, high: int, key: str) -> None:
+        need(low <= value <= high, key, f"must be in [{low}, {high:,}], got {brief(value)}")
     d, m, s, t = cfg.data, cfg.model, cfg.search, cfg.train
-    need(d.dataset in DATASETS, "data.dataset", f"must be one of {', '.join(DATASETS)}, got {d.dataset!r}")
+    need(0 <= cfg.seed <= MAX_SEED, "seed", f"must be in [0, 2**32 - 1], got {brief(cfg.seed)}")
+    need(d.dataset in DATASETS, "data.dataset", f"must be one of {', '.join(DATASETS)}, got {brief(d.dataset)}")
     need(0.0 < d.split < 1.0, "data.split", f"must be in (0, 1), got {d.split}")
-    need(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
-    need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
-    need(d.cutout >= 0, "data.cutout", f"must be >= 0, got {d.cutout}")
-    need(d.image_size >= 4, "data.image_size", f"must be >= 4, got {d.image_size}")
+    in_range(d.batch_size, 1, MAX_BATCH, "data.batch_size")
+    in_range(d.num_workers, 0, 256, "data.num_workers")
+    in_range(d.cutout, 0, MAX_IMAGE_SIZE, "data.cutout")
+    in_range(d.image_size, 4, MAX_IMAGE_SIZE, "data.image_size")
     need(0.0 < d.test_split < 1.0, "data.test_split", f"must be in (0, 1), got {d.test_split}")
-    need(d.synthetic_size >= 2, "data.synthetic_size", f"must be >= 2, got {d.synthetic_size}")
-    need(d.synthetic_classes >= 2, "data.synthetic_classes", f"must be >= 2, got {d.synthetic_classes}")
-    need(m.mode in MODES, "model.mode", f"must be one of {', '.join(MODES)}, got {m.mode!r}")
+    in_range(d.synthetic_size, 2, MAX_SYNTHETIC, "data.synthetic_size")
+    in_range(d.synthetic_classes, 2, 1000, "data.synthetic_classes")
+    if d.dataset == "synthetic":  # the set is built in memory at once (uint8, 3 channels, train + test)
+        need(2 * d.synthetic_size * 3 * d.image_size ** 2 <= MAX_SYNTHETIC_BYTES, "data.synthetic_size",
+             f"x data.image_size^2 asks for {2 * d.synthetic_size * 3 * d.image_size ** 2 / 2**30:.1f} GiB of "
+             f"images; at most {MAX_SYNTHETIC_BYTES // 2**30} GiB: lower data.synthetic_size or data.image_size")
+    need(m.mode in MODES, "model.mode", f"must be one of {', '.join(MODES)}, got {brief(m.mode)}")
     need(m.gdas_gate in ("", *GATE_RULES), "model.gdas_gate",
-         f"must be empty (the space's default) or one of {', '.join(GATE_RULES)}, got {m.gdas_gate!r}")
-    need(m.C >= 1, "model.C", f"must be >= 1, got {m.C}")
-    need(m.N >= 1, "model.N", f"must be >= 1, got {m.N}")
+         f"must be empty (the space's default) or one of {', '.join(GATE_RULES)}, got {brief(m.gdas_gate)}")
+    in_range(m.C, 1, MAX_CHANNELS, "model.C")
+    in_range(m.N, 1, MAX_CELLS, "model.N")
     need(s.epochs >= 1, "search.epochs", f"must be >= 1, got {s.epochs}")
     need(0 <= s.warmup_epochs, "search.warmup_epochs", f"must be >= 0, got {s.warmup_epochs}")
     for key in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr", "arch_weight_decay",
                 "arch_grad_clip", "perturb_logits"):
         need(getattr(s, key) >= 0, f"search.{key}", f"must be >= 0, got {getattr(s, key)}")
+    need(s.momentum < 1, "search.momentum", f"must be in [0, 1), got {s.momentum}")
     need(m.max_skip >= -1, "model.max_skip", f"must be >= -1 (-1: no cap), got {m.max_skip}")
     need(m.max_parameter_free >= -1, "model.max_parameter_free", f"must be >= -1 (-1: no cap), got {m.max_parameter_free}")
     need(all(isinstance(name, str) for name in m.derive_exclude), "model.derive_exclude",
-         f"must be a list of op names, got {m.derive_exclude}")
+         f"must be a list of op names, got {brief(m.derive_exclude)}")
     need(s.lr_min <= s.lr, "search.lr_min", f"must be <= search.lr ({s.lr}), got {s.lr_min}")
     need(len(s.arch_betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in s.arch_betas),
-         "search.arch_betas", f"must be two numbers in [0, 1), got {s.arch_betas}")
+         "search.arch_betas", f"must be two numbers in [0, 1), got {brief(s.arch_betas)}")
     need(s.tau_schedule in TAU_SCHEDULES, "search.tau_schedule",
-         f"must be one of {', '.join(TAU_SCHEDULES)}, got {s.tau_schedule!r}")
+         f"must be one of {', '.join(TAU_SCHEDULES)}, got {brief(s.tau_schedule)}")
     need(s.tau_max > 0, "search.tau_max", f"must be > 0, got {s.tau_max}")
     need(s.tau_min > 0, "search.tau_min", f"must be > 0, got {s.tau_min}")
     need(s.tau_min <= s.tau_max, "search.tau_min", f"must be <= search.tau_max ({s.tau_max}), got {s.tau_min}")
     need(s.checkpoint_every >= 0, "search.checkpoint_every", f"must be >= 0, got {s.checkpoint_every}")
-    need(s.on_nonfinite in ("stop", "skip"), "search.on_nonfinite", f"must be stop or skip, got {s.on_nonfinite!r}")
+    need(s.on_nonfinite in ("stop", "skip"), "search.on_nonfinite", f"must be stop or skip, got {brief(s.on_nonfinite)}")
     need(s.eval_every >= 0, "search.eval_every", f"must be >= 0, got {s.eval_every}")
     need(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
     for key in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "auxiliary_weight"):
         need(getattr(t, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(t, key)}")
+    need(t.momentum < 1, "train.momentum", f"must be in [0, 1), got {t.momentum}")
     need(t.lr_min <= t.lr, "train.lr_min", f"must be <= train.lr ({t.lr}), got {t.lr_min}")
     need(0 <= t.label_smoothing < 1, "train.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
     need(0 <= t.drop_path_prob < 1, "train.drop_path_prob", f"must be in [0, 1), got {t.drop_path_prob}")
@@ -247,16 +263,18 @@ def _check(cfg: Config) -> None:
     need(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
     cfg.cost.validate()
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device",
-         f"must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+         f"must be auto, cpu, cuda or cuda:N, got {brief(cfg.device)}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """Splits ``key=value``; the value is read as YAML (``5``, ``0.1``, ``true``, ``[0.5, 0.9]``)."""
     if "=" not in text:
-        raise UserError(f"override {text!r} is not key=value (e.g. search.epochs=5)")
+        raise UserError(f"override {brief(text)} is not key=value (e.g. search.epochs=5)")
     key, raw = text.split("=", 1)
     try:
         value = _yaml_load(raw) if raw.strip() else ""
+    except YAMLRefused as e:  # an alias or a duplicate key: refused, not read as a string
+        raise UserError(f"override {brief(key.strip())}: {e.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -275,14 +293,11 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist; pass --config with a YAML file (see configs/)")
     try:
-        data = _yaml_load(path.read_text())
+        data = read_yaml_file(path)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise UserError(f"YAML syntax error in {str(path)!r}{where}: {problem}") from None
+        raise UserError(f"YAML error in {str(path)!r}{describe_yaml_error(e)}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read config file {str(path)!r}: {e}") from None
+        raise UserError(f"cannot read config file {str(path)!r}: {str(e)[:160]}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -119,7 +119,7 @@ def _search(cfg: Config, out: Path) -> tuple[dict, bool]:
     if (out / SEARCH_DONE).is_file():
         return json.loads((out / SEARCH_DONE).read_text()), True
     searcher = build_searcher(cfg, log=lambda _: None)
-    open_run_dir(out, cfg, resume=(out / CONFIG).is_file())
+    open_run_dir(out, cfg, resume=(out / CONFIG).is_file(), lock=False)  # _job_lock holds .lock
     searcher.out_dir, searcher.log = out, _file_log(out / JOB_LOG)
     if (out / CHECKPOINT).is_file():
         searcher.resume(out / CHECKPOINT)
@@ -144,7 +144,7 @@ def _retrain(cfg: Config, genotype_path: Path, out: Path) -> tuple[dict, bool]:
     if (out / FINAL).is_file():
         return json.loads((out / FINAL).read_text()), True
     trainer, space, genotype = build_final_trainer(cfg, genotype_path, log=lambda _: None)
-    open_run_dir(out, cfg, resume=(out / CONFIG).is_file())
+    open_run_dir(out, cfg, resume=(out / CONFIG).is_file(), lock=False)  # _job_lock holds .lock
     kept = out / GENOTYPE
     if kept.is_file() and load_genotype(kept)[1] != genotype:
         raise UserError(f"{str(out)!r} retrains another genotype than {str(genotype_path)!r}; delete {out}")
@@ -330,8 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """The command: runs the experiment and prints the markdown table."""
-    if args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if not 1 <= args.threads <= 1024:
+        raise UserError(f"--threads must be in [1, 1024], got {args.threads}")
+    if not 1 <= args.seeds <= 1000:
+        raise UserError(f"--seeds must be in [1, 1000], got {args.seeds}")
+    if not 1 <= args.random <= 10_000:
+        raise UserError(f"--random must be in [1, 10,000], got {args.random}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     try:
@@ -343,6 +347,9 @@ def run(args: argparse.Namespace) -> int:
     except RunDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # an unwritable or full --out / --random-dir: one line naming the file
+        raise UserError(f"cannot write {str(e.filename or out)!r}: {e.strerror or e}; "
+                        "choose a writable --out (and --random-dir) with free space") from None
     print(format_markdown(results))
     print(f"wrote {out / RESULTS_MD} and {out / RESULTS_JSON}")
     return 0

@@ -2,7 +2,8 @@
 
 The string is the space's own format (the NB201 arch string, the DARTS
 ``Genotype(...)``), so it pastes into code of that family; this module only
-wraps it. Reading uses ``yaml.safe_load``: a genotype file cannot run code.
+wraps it. Reading uses ``nas.yamlio`` (a safe loader without aliases, bounded in size):
+a genotype file cannot run code or exhaust memory.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import yaml
 from .checkpoint import atomic_write
 from .errors import UserError
 from .space import SearchSpace, get_space
+from .yamlio import brief, describe_yaml_error, read_yaml_file
 
 GENOTYPE = "genotype.yaml"  # the file name a search writes and train_final.py reads
 
@@ -62,9 +64,11 @@ def load_genotype(path: str | Path, space: str | None = None) -> tuple[SearchSpa
     if not path.is_file():
         raise UserError(f"genotype file {str(path)!r} does not exist; pass RUN_DIR/genotype.yaml of a search")
     try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read genotype file {str(path)!r}: {str(e).splitlines()[0]}") from None
+        data = read_yaml_file(path)
+    except yaml.YAMLError as e:
+        raise UserError(f"cannot read genotype file {str(path)!r}: YAML error{describe_yaml_error(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read genotype file {str(path)!r}: {str(e).splitlines()[0][:160]}") from None
     if isinstance(data, str):  # a bare arch string: the space must be given
         if space is None:
             raise UserError(f"{str(path)!r} holds a bare genotype string; name its space or use genotype.yaml")
@@ -72,6 +76,8 @@ def load_genotype(path: str | Path, space: str | None = None) -> tuple[SearchSpa
     if not isinstance(data, dict) or "space" not in data or "genotype" not in data:
         raise UserError(f"{str(path)!r} is not a genotype file: it needs 'space' and 'genotype' keys")
     if space is not None and data["space"] != space:
-        raise UserError(f"{str(path)!r} holds a genotype of space {data['space']!r}, not {space!r}")
-    found = get_space(str(data["space"]))
+        raise UserError(f"{str(path)!r} holds a genotype of space {brief(data['space'])}, not {space!r}")
+    if not isinstance(data["space"], str) or len(data["space"]) > 64:
+        raise UserError(f"{str(path)!r}: 'space' must be the name of a search space, got {brief(data['space'])}")
+    found = get_space(data["space"])
     return found, found.parse(str(data["genotype"]))

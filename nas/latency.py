@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import re
 import statistics
 import sys
 import time
@@ -30,9 +31,11 @@ from typing import Callable
 import torch
 
 from .checkpoint import atomic_write
+from .config import MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE
 from .cost import capture_shapes, layer_names, measure_ops
 from .errors import UserError
 from .supernet import Supernet
+from .yamlio import brief
 
 FORMAT = 1
 
@@ -111,11 +114,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
     try:
-        for key in ("C", "N", "input_size", "in_channels", "num_classes", "batch", "repeats"):
-            if getattr(args, key) < 1:
-                raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
+        # Upper bounds: the config's caps where a key matches, otherwise values that only exhaust memory or time.
+        limits = {"C": MAX_CHANNELS, "N": MAX_CELLS, "input_size": MAX_IMAGE_SIZE, "in_channels": 64,
+                  "num_classes": 100_000, "batch": MAX_BATCH, "repeats": 10_000}
+        for key, high in limits.items():
+            if not 1 <= getattr(args, key) <= high:
+                raise UserError(f"--{key.replace('_', '-')} must be in [1, {high:,}], got {getattr(args, key)}")
+        if not 0 <= args.warmup <= 10_000:
+            raise UserError(f"--warmup must be in [0, 10,000], got {args.warmup}")
+        if not re.fullmatch(r"cpu|cuda(:[0-9]{1,2})?", args.device, flags=re.ASCII):
+            raise UserError(f"--device must be cpu, cuda or cuda:N, got {brief(args.device)}")
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"--device {args.device} but CUDA is not available here; use --device cpu")
+        out = Path(args.out)
+        if not out.parent.is_dir():
+            raise UserError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist; create it first")
         device = torch.device(args.device)
         supernet = build_supernet_for(args.space, args.C, args.N, args.input_size, args.in_channels,
                                       args.num_classes).to(device)
@@ -123,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                                 repeats=args.repeats, warmup=max(args.warmup, 0))
         table.update(space=args.space, C=args.C, N=args.N)
         text = json.dumps(table, indent=1) + "\n"
-        atomic_write(Path(args.out), lambda f: f.write(text), mode="w")
+        try:
+            atomic_write(out, lambda f: f.write(text), mode="w")
+        except OSError as e:
+            raise UserError(f"cannot write {str(out)!r}: {e.strerror or e}; choose a writable --out") from None
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,26 +9,53 @@ what one epoch does; everything around the epochs is here, once:
   checkpoint's epochs on resume) and ``checkpoint.pt`` (atomic, see
   ``nas.checkpoint``), written at every epoch end and, on request, mid-epoch;
 * stop requests (SIGINT/SIGTERM through ``request_stop``) and step
-  checkpoints (``checkpoint_every``), agreed across ranks by ``StopControl``.
+  checkpoints (``checkpoint_every``), agreed across ranks by ``StopControl``;
+* the non-finite rule: a non-finite loss, gradient, weight (parameter or
+  buffer) or epoch metric is divergence; nothing non-finite is ever written
+  to ``metrics.jsonl`` (strict JSON) or checkpointed;
+* what a checkpoint must hold to be resumed: a position that fits the run, the
+  resolved config it was written under (``run_config``), finite weights.
 
 A subclass implements ``train_epoch(epoch) -> metrics``, ``state_dict()``,
-``load_state_dict(state)`` and ``describe_epoch(metrics)``, and inside its
-epoch calls ``checkpoint_in_epoch`` after each step.
+``load_state_dict(state)``, ``describe_epoch(metrics)``, ``network()`` and
+``steps_per_epoch()``, and inside its epoch calls ``checkpoint_in_epoch`` after
+each step.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, remove_torn_writes, save_checkpoint
 from .distributed import DistContext, StopControl
 from .errors import UserError
+from .yamlio import brief
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+
+
+def cosine_scheduler(optimizer: torch.optim.Optimizer, epochs: int, lr_min: float):
+    """timm's per-epoch cosine schedule from the optimizer's lr to ``lr_min`` over ``epochs``.
+
+    With one epoch timm logs that the schedule has no effect, which is expected
+    (the single epoch runs at the initial lr); that line is kept off stderr.
+    """
+    from timm.scheduler import CosineLRScheduler
+
+    logger = logging.getLogger("timm.scheduler.cosine_lr")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return CosineLRScheduler(optimizer, t_initial=epochs, lr_min=lr_min, t_in_epochs=True)
+    finally:
+        logger.setLevel(level)
 
 
 class RunInterrupted(Exception):
@@ -40,7 +67,32 @@ class RunInterrupted(Exception):
 
 
 class RunDiverged(Exception):
-    """A loss or gradient was not finite (and the loop was not told to skip such steps)."""
+    """A loss, gradient, weight or metric was not finite (and the loop was not told to skip such steps)."""
+
+
+class RunWriteFailed(UserError):
+    """A run-directory file could not be written (disk full, file too large, ...); the last checkpoint is intact."""
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _nonfinite_numbers(value: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the non-finite floats inside nested dicts/lists of metrics."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [prefix or "value"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nonfinite_numbers(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _nonfinite_numbers(v, f"{prefix}[{i}]")]
+    return []
 
 
 class EpochLoop:
@@ -56,7 +108,7 @@ class EpochLoop:
 
     checkpoint_key = "model"      # a key only this loop's checkpoints hold
     wrong_checkpoint = "was not written by this loop"
-    divergence_hint = "lower the learning rate"
+    divergence_hint = "lower {key}"  # {key}: the config key blamed (``divergence_key``) with its value
 
     def __init__(self, epochs: int, checkpoint_every: int = 0, out_dir: str | Path | None = None,
                  log: Callable[[str], None] = print, dist: DistContext | None = None):
@@ -70,6 +122,7 @@ class EpochLoop:
         self.history: list[dict] = []
         self.epoch_hooks: list[Callable[[dict], None]] = []  # called with each epoch's metrics (TensorBoard, ...)
         self._partial: dict | None = None  # running sums of an epoch resumed (or checkpointed) mid-way
+        self.run_config: dict | None = None  # the resolved config (``Config.to_dict()``), stored in checkpoints
 
     # ----------------------------------------------------------------- implemented by subclasses
     def train_epoch(self, epoch: int) -> dict:
@@ -88,6 +141,18 @@ class EpochLoop:
         """The epoch's log line(s)."""
         raise NotImplementedError
 
+    def network(self) -> torch.nn.Module:
+        """The module whose parameters and buffers must stay finite."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self) -> int:
+        """Steps in a full epoch (bounds a checkpoint's ``step``)."""
+        raise NotImplementedError
+
+    def divergence_key(self, nonfinite: list[str], flags: int = 0) -> str:
+        """The config key (``key (value)``) to blame; ``nonfinite``: names of non-finite weights, ``flags``: loop-defined."""
+        return "the learning rate"
+
     # ----------------------------------------------------------------- the loop
     def request_stop(self, signum: int) -> None:
         """Asks the loop to checkpoint and stop after the current step (signal-handler safe)."""
@@ -98,6 +163,7 @@ class EpochLoop:
         stop = self.epochs if until_epoch is None else min(until_epoch, self.epochs)
         while self.epoch < stop:
             metrics = self.train_epoch(self.epoch)
+            self._check_finite(self.epoch, metrics)
             self.epoch += 1
             self.history.append(metrics)
             self.log(self.describe_epoch(metrics))
@@ -127,6 +193,9 @@ class EpochLoop:
             return
         if diverged():
             raise self.diverged(epoch, self.step - 1)
+        bad = self.nonfinite_weights()  # an update can overflow after its step's gradient check
+        if bad:
+            raise self.diverged(epoch, self.step - 1, what=f"weights ({_names(bad)})")
         self._partial = partial()
         self._save_checkpoint()
         self._partial = None
@@ -135,48 +204,159 @@ class EpochLoop:
                 bar.close()
             raise RunInterrupted(self.control.signal, epoch, self.step)
 
-    def diverged(self, epoch: int, step: int | None = None) -> RunDiverged:
-        """The error for a non-finite step, naming where and the last good checkpoint."""
+    def diverged(self, epoch: int, step: int | None = None, what: str = "loss or gradient",
+                 flags: int = 0) -> RunDiverged:
+        """The error for a non-finite step or epoch, naming where, the key to blame and the last good checkpoint.
+
+        Args:
+            epoch: The epoch (0-based).
+            step: The step inside it (None: the epoch as a whole).
+            what: What was not finite.
+            flags: Loop-defined hints for ``divergence_key`` (which step of an iteration failed).
+        """
         where = f"epoch {epoch + 1}" if step is None else f"epoch {epoch + 1}, step {step}"
         if self.out_dir is not None and (self.out_dir / CHECKPOINT).exists():
             last = f"the last good checkpoint is {self.out_dir / CHECKPOINT} (resume with --resume {self.out_dir})"
         else:
             last = "no checkpoint was written yet"
-        return RunDiverged(f"non-finite loss or gradient at {where}; {last}; {self.divergence_hint}")
+        hint = self.divergence_hint.format(key=self.divergence_key(self.nonfinite_weights(), flags))
+        return RunDiverged(f"non-finite {what} at {where}; {last}; {hint}")
+
+    def nonfinite_weights(self) -> list[str]:
+        """Names of the network's parameters and floating buffers holding a NaN or inf (one sync when none)."""
+        tensors = {n: t for n, t in self.network().state_dict().items() if t.is_floating_point()}
+        if not tensors:
+            return []
+        finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()])
+        if bool(finite.all()):
+            return []
+        return [n for n, ok in zip(tensors, finite.tolist()) if not ok]
+
+    def _check_finite(self, epoch: int, metrics: dict) -> None:
+        """Divergence unless the epoch's weights and metrics are finite (checked before anything is written)."""
+        bad = self.nonfinite_weights()
+        if bad:
+            raise self.diverged(epoch, self.steps_per_epoch() - 1, what=f"weights ({_names(bad)})")
+        numbers = _nonfinite_numbers(metrics)
+        if numbers:
+            raise self.diverged(epoch, what=f"metric ({_names(numbers)})")
 
     # ----------------------------------------------------------------- files
     def _write(self, metrics: dict) -> None:
-        """Appends the epoch's metrics line, writes the loop's other files, checkpoints."""
+        """Appends the epoch's metrics line, writes the loop's other files, checkpoints.
+
+        A failed write (disk full, file too large) takes the metrics file back to
+        its previous length and is one ``RunWriteFailed`` line; the previous
+        checkpoint stays as it was.
+        """
         if self.out_dir is None:
             return
-        with open(self.out_dir / METRICS, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        self._write_files()
-        self._save_checkpoint()
+        path = self.out_dir / METRICS
+        size = path.stat().st_size if path.exists() else 0
+        line = json.dumps(metrics, allow_nan=False) + "\n"  # strict JSON (finite numbers, checked before)
+        try:
+            with self._writing(METRICS):
+                with open(path, "a") as f:
+                    f.write(line)
+            self._write_files()
+            self._save_checkpoint()
+        except RunWriteFailed:
+            try:
+                with open(path, "r+") as f:
+                    f.truncate(size)
+            except OSError:
+                pass
+            raise
 
     def _write_files(self) -> None:
         """Files a loop writes at each epoch end besides metrics and checkpoint (none by default)."""
 
+    @contextlib.contextmanager
+    def _writing(self, name: str):
+        """Turns an ``OSError`` while writing ``name`` into one ``RunWriteFailed`` line."""
+        try:
+            yield
+        except OSError as e:
+            if (self.out_dir / CHECKPOINT).exists():
+                kept = f"the previous checkpoint {self.out_dir / CHECKPOINT} is intact (resume with --resume {self.out_dir})"
+            else:
+                kept = "no checkpoint was written yet"
+            reason = e.strerror or type(e).__name__
+            raise RunWriteFailed(f"cannot write {self.out_dir / name} ({reason}); {kept}; "
+                                 "free disk space (or raise the file size limit) first") from None
+
     def _save_checkpoint(self) -> None:
         if self.out_dir is not None:
-            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict())
+            state = self.state_dict()
+            if self.run_config is not None:
+                state["config"] = self.run_config
+            with self._writing(CHECKPOINT):
+                save_checkpoint(self.out_dir / CHECKPOINT, state)
 
     def resume(self, checkpoint: str | Path) -> None:
         """Continues from a checkpoint; rewrites the metrics file to the epochs it covers.
 
         Raises:
-            UserError: the checkpoint belongs to the other loop or does not fit this model.
+            UserError: the checkpoint belongs to the other loop, to a run with
+                another config, holds a position or fields that do not fit, or
+                non-finite weights.
         """
         state = load_checkpoint(checkpoint)
         if self.checkpoint_key not in state:
             raise UserError(f"{str(checkpoint)!r} {self.wrong_checkpoint}")
+        self._check_config(state, checkpoint)
+        self._check_position(state, checkpoint)
         try:
             self.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"checkpoint {str(checkpoint)!r} does not fit this model "
-                            f"({str(e).splitlines()[0][:120]})") from None
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"checkpoint {str(checkpoint)!r} does not fit this model or is damaged "
+                            f"({first[:120]}); start a new run or restore the file") from None
+        bad = self.nonfinite_weights()
+        if bad:
+            raise UserError(f"checkpoint {str(checkpoint)!r} holds non-finite weights ({_names(bad)}); "
+                            "it cannot be resumed: start a new run")
         if self.out_dir is not None:
-            for torn in self.out_dir.glob(".*.tmp"):  # a write cut short by SIGKILL
-                torn.unlink()
-            with open(self.out_dir / METRICS, "w") as f:
-                f.writelines(json.dumps(m) + "\n" for m in self.history)
+            remove_torn_writes(self.out_dir)  # a write cut short by SIGKILL
+            with self._writing(METRICS):
+                with open(self.out_dir / METRICS, "w") as f:
+                    f.writelines(json.dumps(m, allow_nan=False) + "\n" for m in self.history)
+
+    def _check_config(self, state: dict, checkpoint) -> None:
+        """Refuses a checkpoint written under another resolved config (seed, learning rate, batch size, ...)."""
+        if self.run_config is None:
+            return
+        saved = state.get("config")
+        if not isinstance(saved, dict):
+            raise UserError(f"checkpoint {str(checkpoint)!r} does not record the config it was written under; "
+                            "it cannot be checked against this run: start a new run")
+        mine, theirs = _flat(self.run_config), _flat(saved)
+        changed = sorted(k for k in mine if k in theirs and mine[k] != theirs[k])
+        if changed:
+            raise UserError(f"checkpoint {str(checkpoint)!r} was written by a run with another config "
+                            f"({_names(changed)} differ); resume it with its own config.yaml or start a new run")
+
+    def _check_position(self, state: dict, checkpoint) -> None:
+        """Type and range checks of the fields every checkpoint holds (a hand-made one is one line, not a traceback)."""
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise UserError(f"checkpoint {str(checkpoint)!r} is damaged: {what}; start a new run or restore the file")
+        epoch, step, partial, metrics = (state.get("epoch"), state.get("step", 0), state.get("partial"),
+                                         state.get("metrics"))
+        need(type(epoch) is int and 0 <= epoch <= self.epochs,
+             f"'epoch' must be an integer in [0, {self.epochs}], got {brief(epoch)}")
+        steps = self.steps_per_epoch() if epoch < self.epochs else 0
+        need(type(step) is int and 0 <= step <= max(steps - 1, 0),
+             f"'step' must be an integer in [0, {max(steps - 1, 0)}], got {brief(step)}")
+        need(partial is None or (isinstance(partial, dict) and all(
+             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in partial.values())),
+             f"'partial' must be a mapping of finite numbers, got {brief(partial)}")
+        need(isinstance(metrics, list) and len(metrics) == epoch and all(isinstance(m, dict) for m in metrics)
+             and not _nonfinite_numbers(metrics),
+             f"'metrics' must be {epoch} finite epoch records, got {brief(metrics)}")
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``: a short list of names for an error line."""
+    text = ", ".join(brief(n)[1:-1] if isinstance(n, str) else brief(n) for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import yaml
 
 from .errors import UserError
+from .yamlio import describe_yaml_error, read_yaml_file
 
 REPORT_DIR = "report"
 DPI = 120
@@ -84,9 +85,11 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {str(path)!r}: {str(e).splitlines()[0]}") from None
+        data = read_yaml_file(path)
+    except yaml.YAMLError as e:
+        raise UserError(f"cannot read {str(path)!r}: YAML error{describe_yaml_error(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {str(path)!r}: {str(e).splitlines()[0][:160]}") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -391,9 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     except VizDependencyMissing:
         print(f"note: no report written: matplotlib is not installed; {INSTALL_HINT}")
         return 0
-    except UserError as e:
+    except (UserError, OSError) as e:
         if args.debug:
             raise
+        if isinstance(e, OSError):  # an unwritable or full --out: one line, like any other bad input
+            target = e.filename or args.out or Path(args.run_dir) / REPORT_DIR
+            e = UserError(f"cannot write the report to {str(target)!r}: {e.strerror or e}; "
+                          "choose a writable --out")
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {len(paths)} files to {paths[0].parent}")

@@ -21,7 +21,6 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
 from .architecture import ArchSample
@@ -34,7 +33,7 @@ from .data import SearchData, TensorLoader
 from .distributed import DistContext, all_reduce_sum, average_gradients, broadcast_module
 from .genotype import GENOTYPE, genotype_record, save_genotype
 from .gumbel import tau_at
-from .loop import EpochLoop
+from .loop import EpochLoop, cosine_scheduler
 from .space import SearchSpace
 from .supernet import Supernet
 
@@ -47,7 +46,7 @@ def build_optimizers(supernet: Supernet, s: SearchConfig):
                                  nesterov=s.nesterov and s.momentum > 0, weight_decay=s.weight_decay)
     arch_opt = torch.optim.Adam(supernet.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),
                                 weight_decay=s.arch_weight_decay)
-    scheduler = CosineLRScheduler(weight_opt, t_initial=s.epochs, lr_min=s.lr_min, t_in_epochs=True)
+    scheduler = cosine_scheduler(weight_opt, s.epochs, s.lr_min)
     return weight_opt, arch_opt, scheduler
 
 
@@ -71,7 +70,10 @@ class Searcher(EpochLoop):
 
     checkpoint_key = "arch_optimizer"
     wrong_checkpoint = "is not a search checkpoint (train_final.py wrote it?)"
-    divergence_hint = "lower search.lr or set search.on_nonfinite=skip"
+    divergence_hint = "lower {key} or set search.on_nonfinite=skip"
+    # Bits of the non-finite flag: which step of an iteration failed, and whether the arch step's loss
+    # itself was non-finite (its forward sees finite logits, so then the weights are to blame).
+    WEIGHT_STEP, ARCH_STEP, ARCH_LOSS = 1, 2, 4
 
     def __init__(self, supernet: Supernet, space: SearchSpace, data: SearchData,
                  settings: SearchConfig | None = None, seed: int = 0, out_dir: str | Path | None = None,
@@ -101,6 +103,27 @@ class Searcher(EpochLoop):
         """The genotype of these probabilities under the configured rule and caps."""
         return derive_with_caps(self.space, probabilities, self.derivation, self.max_skip, self.max_parameter_free,
                                 self.derive_exclude)
+
+    def network(self) -> nn.Module:
+        return self.supernet
+
+    def steps_per_epoch(self) -> int:
+        return len(self.data.train)
+
+    def divergence_key(self, nonfinite: list[str], flags: int = 0) -> str:
+        """``search.lr`` when the weights (or the weight step) went non-finite, else ``search.arch_lr``.
+
+        The arch step never changes the weights, so non-finite weights always
+        come from a weight step; and an arch loss that is non-finite although
+        the logits it sampled from were finite comes from weights an update
+        made huge.
+        """
+        arch_ids = {id(p) for p in self.arch_params}
+        logit_names = {n for n, p in self.supernet.named_parameters() if id(p) in arch_ids}
+        weights_bad = any(n not in logit_names for n in nonfinite)
+        if weights_bad or flags & (self.WEIGHT_STEP | self.ARCH_LOSS) or not (flags & self.ARCH_STEP or nonfinite):
+            return f"search.lr ({self.s.lr:g})"
+        return f"search.arch_lr ({self.s.arch_lr:g})"
 
     # ----------------------------------------------------------------- steps
     def _train_weights(self, flag: bool) -> None:
@@ -258,7 +281,7 @@ class Searcher(EpochLoop):
             samples, carried = arch.sample_many(self.supernet.mode, tau, 2 if bilevel else 1, carry=pending,
                                                 perturb_first=perturb)
             if carried[0]:
-                raise self.diverged(epoch, step - 1)
+                raise self.diverged(epoch, step - 1, flags=carried[0])
             if search_arch and not s.bilevel:
                 loss, correct, ok, skipped = self.joint_step(x, y, samples[0])
             else:
@@ -272,19 +295,21 @@ class Searcher(EpochLoop):
                 sums["arch_loss"] += arch_loss * yv.numel()
                 sums["arch_correct"] += arch_correct
                 counts["arch_seen"] += yv.numel()
-                ok, skipped = ok & arch_ok, skipped + arch_skipped
+                skipped = skipped + arch_skipped
             if s.on_nonfinite == "skip":
                 counts["skipped"] += int(skipped)  # already synchronised by the skip decision
             else:
-                pending = (~ok).long()
+                pending = (~ok).long() * self.WEIGHT_STEP
+                if bilevel:
+                    pending = (pending | (~arch_ok).long() * self.ARCH_STEP
+                               | (~torch.isfinite(arch_loss)).long() * self.ARCH_LOSS)
             self.step = step + 1
             self.checkpoint_in_epoch(
-                epoch, len(self.data.train), device, diverged=lambda: bool(int(pending)), bar=bar,
+                epoch, len(self.data.train), device, diverged=lambda: self._raise_if_pending(epoch, pending), bar=bar,
                 partial=lambda: {**{k: v.item() for k, v in sums.items()}, **counts,
                                  "elapsed": elapsed_before + time.perf_counter() - started})
         bar.close()
-        if int(pending):
-            raise self.diverged(epoch, self.step - 1)
+        self._raise_if_pending(epoch, pending)
         self.step = 0
         if self.dist.enabled:  # sums over every rank's shard
             reduced = all_reduce_sum(torch.stack([*sums.values(), *(torch.tensor(float(counts[k]), device=device)
@@ -293,6 +318,13 @@ class Searcher(EpochLoop):
             counts = {**counts, "seen": int(reduced[-2].item()), "arch_seen": int(reduced[-1].item())}
         totals = {k: v.item() for k, v in sums.items()}  # the epoch's one sync for the running sums
         return self._epoch_metrics(epoch, tau, totals, counts, elapsed_before + time.perf_counter() - started)
+
+    def _raise_if_pending(self, epoch: int, pending: torch.Tensor) -> bool:
+        """Raises ``RunDiverged`` for the last step if its non-finite flag is set (one sync); else False."""
+        flags = int(pending)
+        if flags:
+            raise self.diverged(epoch, self.step - 1, flags=flags)
+        return False
 
     def _epoch_metrics(self, epoch: int, tau: float, totals: dict, counts: dict, elapsed: float) -> dict:
         s = self.s

@@ -15,7 +15,6 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.scheduler import CosineLRScheduler
 from timm.utils import accuracy
 from tqdm import tqdm
 
@@ -23,7 +22,7 @@ from .checkpoint import atomic_write, rng_state, set_rng_state
 from .config import TrainConfig
 from .data import TensorLoader
 from .distributed import DistContext, all_reduce_sum, average_gradients, broadcast_module
-from .loop import EpochLoop
+from .loop import EpochLoop, cosine_scheduler
 
 FINAL = "final.json"
 
@@ -64,7 +63,7 @@ class FinalTrainer(EpochLoop):
     checkpoint_key = "optimizer"
     test_set = ""  # where the test images come from, in words (written to final.json)
     wrong_checkpoint = "is a search checkpoint, not one of train_final.py"
-    divergence_hint = "lower train.lr or set train.grad_clip"
+    divergence_hint = "lower {key} or set train.grad_clip"
 
     def __init__(self, network: nn.Module, train: TensorLoader, test: TensorLoader,
                  settings: TrainConfig | None = None, out_dir: str | Path | None = None,
@@ -77,10 +76,18 @@ class FinalTrainer(EpochLoop):
         self.optimizer = torch.optim.SGD(network.parameters(), lr=self.s.lr, momentum=self.s.momentum,
                                          nesterov=self.s.nesterov and self.s.momentum > 0,
                                          weight_decay=self.s.weight_decay)
-        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=self.s.epochs, lr_min=self.s.lr_min,
-                                           t_in_epochs=True)
+        self.scheduler = cosine_scheduler(self.optimizer, self.s.epochs, self.s.lr_min)
         self.device = train.device
         self.amp = self.s.amp and self.device.type == "cuda"
+
+    def network(self) -> nn.Module:
+        return self.net
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train_data)
+
+    def divergence_key(self, nonfinite: list[str], flags: int = 0) -> str:
+        return f"train.lr ({self.s.lr:g})"
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -105,6 +112,7 @@ class FinalTrainer(EpochLoop):
         correct = torch.tensor(float(partial.get("correct", 0.0)), device=self.device)
         seen, elapsed_before = partial.get("seen", 0), partial.get("elapsed", 0.0)
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # the first non-finite step (no sync)
         start = self.step
         bar = tqdm(self.train_data.epoch(epoch, start=start), total=len(self.train_data), initial=start,
                    desc=f"epoch {epoch + 1}/{s.epochs}", leave=False,
@@ -118,18 +126,19 @@ class FinalTrainer(EpochLoop):
                                                extra=(~torch.isfinite(loss)).float()) > 0)
             norm = nn.utils.clip_grad_norm_(self.net.parameters(), s.grad_clip if s.grad_clip > 0 else float("inf"))
             bad = bad | ~(torch.isfinite(loss) & torch.isfinite(norm))
+            first_bad = torch.where((first_bad < 0) & bad, step, first_bad)
             self.optimizer.step()
             loss_sum += loss.detach() * y.numel()
             correct += (logits.argmax(1) == y).sum()
             seen += y.numel()
             self.step = step + 1
             self.checkpoint_in_epoch(
-                epoch, len(self.train_data), self.device, diverged=lambda: bool(bad), bar=bar,
+                epoch, len(self.train_data), self.device, diverged=lambda: self._raise_if_bad(epoch, first_bad),
+                bar=bar,
                 partial=lambda: {"loss": loss_sum.item(), "correct": correct.item(), "seen": seen,
                                  "elapsed": elapsed_before + time.perf_counter() - started})
         bar.close()
-        if bool(bad):  # one check per epoch: a diverged epoch is never checkpointed
-            raise self.diverged(epoch)
+        self._raise_if_bad(epoch, first_bad)  # one check per epoch: a diverged epoch is never checkpointed
         self.step = 0
         totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
         if self.dist.enabled:
@@ -141,6 +150,13 @@ class FinalTrainer(EpochLoop):
             metrics["test_loss"], metrics["test_acc"], metrics["test_acc5"] = self.evaluate()
         metrics["epoch_time"] = elapsed_before + time.perf_counter() - started
         return metrics
+
+    def _raise_if_bad(self, epoch: int, first_bad: torch.Tensor) -> bool:
+        """Raises ``RunDiverged`` naming the first non-finite step of the epoch, if any (one sync); else False."""
+        step = int(first_bad)
+        if step >= 0:
+            raise self.diverged(epoch, step)
+        return False
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float, float]:

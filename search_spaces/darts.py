@@ -105,6 +105,9 @@ def format_genotype(genotype: Genotype) -> str:
 _EXAMPLE = format_genotype(PUBLISHED["DARTS_V2"])
 
 
+MAX_GENOTYPE_CHARS = 4096  # the longest published DARTS genotype string is about 600 characters
+
+
 def parse_genotype(text: str) -> Genotype:
     """Parses a ``Genotype(...)`` string without evaluating it.
 
@@ -121,9 +124,11 @@ def parse_genotype(text: str) -> Genotype:
     def bad(why: str) -> UserError:
         return UserError(f"malformed DARTS genotype {shown!r}: {why}; expected e.g. {_EXAMPLE}")
 
+    if len(text) > MAX_GENOTYPE_CHARS:  # ast.parse of a huge (or deeply nested) text can exhaust memory
+        raise bad(f"it is {len(text):,} characters long; a genotype is at most {MAX_GENOTYPE_CHARS:,}")
     try:
         call = ast.parse(text, mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, MemoryError, RecursionError, ValueError):
         raise bad("not a Genotype(...) call (invalid syntax)") from None
     func = getattr(call, "func", None)
     name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
@@ -466,8 +471,8 @@ class DartsSpace(SearchSpace):
 
     def build_network(self, genotype, num_classes: int = 10, C: int = 36, N: int = 6, in_channels: int = 3,
                       auxiliary: bool = False, drop_path_prob: float = 0.0) -> NetworkCIFAR:
-        if isinstance(genotype, str):
-            genotype = self.parse(genotype)
+        if not isinstance(genotype, Genotype):
+            genotype = self.parse(genotype)  # a UserError for anything but a valid Genotype(...) string
         return NetworkCIFAR(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
                             auxiliary=auxiliary, drop_path_prob=drop_path_prob)
 

@@ -26,6 +26,7 @@ from nas.ops import add_all, Pooling, ReLUConvBN, ResNetBasicBlock, Zero
 from nas.space import SearchSpace, register_space
 from nas.straight_through import ALL_OPS
 from nas.supernet import Supernet
+from nas.yamlio import brief
 
 OP_NAMES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
@@ -46,6 +47,7 @@ EDGES = [(i, j) for i in range(1, NUM_NODES) for j in range(i)]  # (to, from), l
 # GDAS arch step: the unsampled ops' weights get g.sum() each, as GDAS's NAS-Bench-201 search cell
 # (``SearchCell.forward_gdas``) adds them to the edge as scalars.
 GDAS_GATE = ALL_OPS
+MAX_ARCH_CHARS = 1024  # a valid arch string is under 150 characters
 _EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
 
@@ -62,9 +64,14 @@ class NB201Genotype:
     @classmethod
     def parse(cls, text: str) -> "NB201Genotype":
         """Parses an arch string; ``UserError`` says what is wrong and shows the expected form."""
-        text = str(text).strip()
+        if not isinstance(text, str):
+            raise UserError(f"an NB201 genotype must be an arch string like {_EXAMPLE!r}, "
+                            f"got {type(text).__name__} {brief(text)}")
+        text = text.strip()
         def bad(why: str) -> UserError:
-            return UserError(f"malformed NB201 arch string {text!r}: {why}; expected e.g. {_EXAMPLE!r}")
+            return UserError(f"malformed NB201 arch string {brief(text)}: {why}; expected e.g. {_EXAMPLE!r}")
+        if len(text) > MAX_ARCH_CHARS:
+            raise bad(f"it is {len(text):,} characters long; an arch string is at most {MAX_ARCH_CHARS}")
         if not re.fullmatch(r"\|.*\|", text):
             raise bad("it must start and end with '|'")
         node_texts = text[1:-1].split("|+|")
@@ -74,7 +81,7 @@ class NB201Genotype:
         for i, node_text in enumerate(node_texts, start=1):
             pairs = []
             for item in node_text.split("|"):
-                m = re.fullmatch(r"([a-z0-9_]+)~(\d+)", item)
+                m = re.fullmatch(r"([a-z0-9_]+)~([0-9]{1,3})", item, flags=re.ASCII)
                 if not m:
                     raise bad(f"edge {item!r} of node {i} is not 'op~input'")
                 op, j = m.group(1), int(m.group(2))
@@ -208,8 +215,8 @@ class NB201Space(SearchSpace):
         if auxiliary or drop_path_prob:
             raise UserError("NAS-Bench-201 networks have no auxiliary head or drop path; "
                             "set train.auxiliary_weight=0 and train.drop_path_prob=0")
-        if isinstance(genotype, str):
-            genotype = self.parse(genotype)
+        if not isinstance(genotype, NB201Genotype):
+            genotype = self.parse(genotype)  # a UserError for anything but a valid arch string
         return NB201Network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels)
 
     def derive_genotype(self, probabilities: dict[str, torch.Tensor], rule: str | None = None) -> NB201Genotype:

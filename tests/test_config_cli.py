@@ -290,7 +290,8 @@ def _assert_one_line_error(p: subprocess.CompletedProcess) -> str:
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+    """The files of a folder; the run lock (which records the pid of the last run to take it) aside."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +306,7 @@ def finished_run(tmp_path_factory):
 def test_cli_run_files(finished_run):
     out, p, files = finished_run
     assert set(files) == {"config.yaml", "metrics.jsonl", "genotype.yaml", "checkpoint.pt"}  # no temp files left
+    assert (out / ".lock").is_file()  # the run's lock file stays (deleting it would race a second run)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["report"]
     assert (out / "report" / "curves.png").stat().st_size > 0  # the end-of-search report
     assert "Traceback" not in p.stderr
@@ -436,3 +438,136 @@ def test_cli_resume_finished_run(finished_run, bad_runs):
     p = _cli("--resume", out, "--out", out, "search.epochs=2", "model.C=4")  # values it already has: no conflict
     assert p.returncode == 0, p.stderr
     assert _snapshot(out) == files
+
+
+# --------------------------------------------------------------------------- hostile values
+
+@pytest.mark.parametrize("override, key, what", [
+    ("search.lr=.inf", "search.lr", "finite"),
+    ("search.arch_lr=.inf", "search.arch_lr", "finite"),
+    ("search.tau_max=.inf", "search.tau_max", "finite"),
+    ("search.lr=.nan", "search.lr", "finite"),
+    ("train.lr=-.inf", "train.lr", "finite"),
+    ("train.weight_decay=.nan", "train.weight_decay", "finite"),
+    ("search.lr=" + "9" * 400, "search.lr", "finite"),           # an int beyond a float's range
+    ("search.momentum=1.5", "search.momentum", "[0, 1)"),
+    ("search.momentum=1", "search.momentum", "[0, 1)"),
+    ("train.momentum=2", "train.momentum", "[0, 1)"),
+    ("seed=" + str(2**64), "seed", "2**32 - 1"),
+    ("seed=-1", "seed", "2**32 - 1"),
+    ("data.image_size=100000", "data.image_size", "[4, 1,024]"),
+    ("model.C=1000000", "model.C", "[1, 1,024]"),
+    ("model.N=100000", "model.N", "[1, 64]"),
+    ("data.batch_size=10000000", "data.batch_size", "[1, 65,536]"),
+    ("data.cutout=100000", "data.cutout", "[0, 1,024]"),
+    ("data.synthetic_size=100000000", "data.synthetic_size", "[2, 1,000,000]"),
+])
+def test_values_that_pass_types_but_cannot_work_are_refused(override, key, what):
+    msg = _error([override])
+    assert repr(key) in msg and what in msg, msg
+    assert len(msg) < 200, msg  # a huge value is cut, never echoed whole
+
+
+def test_caps_admit_the_shipped_configs_and_their_largest_sizes():
+    cfg = load_config(overrides=["seed=4294967295", "data.image_size=1024", "model.C=1024", "model.N=64",
+                                 "search.momentum=0.99"])
+    assert (cfg.seed, cfg.data.image_size, cfg.model.C) == (2**32 - 1, 1024, 1024)
+    msg = _error(["data.dataset=synthetic", "data.synthetic_size=1000000", "data.image_size=1024"])
+    assert "'data.synthetic_size'" in msg and "GiB" in msg  # each bound alone is fine, together not
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(6))
+
+
+@pytest.mark.parametrize("text, what", [
+    (ALIAS_BOMB, "alias *a is not allowed"),
+    ("search: &s {epochs: 3}\ntrain: *s\n", "alias *s is not allowed"),
+    ("search:\n  epochs: 3\n  lr: 0.1\n  epochs: 5\n", "key 'epochs' is given twice"),
+    ("seed: 1\nseed: 2\n", "key 'seed' is given twice"),
+    ("search:\n  arch_betas: [" + ", ".join(["0.5"] * 300_000) + "]\n", "more than the 1,048,576 allowed"),
+])
+def test_yaml_aliases_duplicates_and_huge_files_are_one_short_line(tmp_path, text, what):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert what in msg and str(path) in msg and "\n" not in msg and len(msg) < 300, msg
+
+
+def test_a_long_yaml_list_under_the_size_cap_is_one_short_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("search:\n  arch_betas: [" + ", ".join(["0.5"] * 100_000) + "]\n")  # 500 kB
+    with pytest.raises(UserError) as e:
+        load_config(path)
+    assert "'search.arch_betas'" in str(e.value) and len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize("override, what", [
+    ("search.arch_betas=" + "[&a [1, 1], " + ", ".join(["*a"] * 8) + "]", "alias *a is not allowed"),
+    ("search={epochs: 3, epochs: 4}", "given twice"),
+    ("search.epochs=" + "x" * 100_000, "'search.epochs' must be an integer"),
+    ("x" * 100_000 + "=1", "unknown config key"),
+])
+def test_hostile_overrides_are_one_short_line(override, what):
+    msg = _error([override])
+    assert what in msg and "\n" not in msg and len(msg) < 300, msg
+
+
+def test_genotype_files_refuse_aliases_duplicates_and_huge_strings(tmp_path):
+    import search_spaces  # noqa: F401
+    from nas.genotype import load_genotype
+
+    good = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    cases = {
+        "alias": (f"space: nb201\ngenotype: &g '{good}'\nother: *g\n", "alias *g is not allowed"),
+        "bomb": (ALIAS_BOMB + "space: nb201\n", "alias *a is not allowed"),
+        "duplicate": (f"space: nb201\ngenotype: '{good}'\nspace: darts\n", "key 'space' is given twice"),
+        "long nb201": ("space: nb201\ngenotype: '|" + "a" * 500_000 + "|'\n", "at most 1024"),
+        "long darts": ("space: darts\ngenotype: 'Genotype(" + "(" * 500_000 + "'\n", "at most 4,096"),
+        "long space": ("space: " + "s" * 100_000 + "\ngenotype: x\n", "must be the name of a search space"),
+    }
+    for name, (text, what) in cases.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        with pytest.raises(UserError) as e:
+            load_genotype(path)
+        msg = str(e.value)
+        assert what in msg and "\n" not in msg and len(msg) < 700, (name, msg)
+
+
+@pytest.mark.parametrize("text", [
+    "|nor_conv_3x3~\u0660|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",  # Arabic 0
+    "|nor_conv_3x3~\uff10|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",  # fullwidth 0
+    "|nor_conv_3x3~0" + "0" * 5000 + "|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+])
+def test_nb201_parser_takes_ascii_digits_only(text):
+    import search_spaces  # noqa: F401
+    from nas.space import get_space
+
+    with pytest.raises(UserError) as e:
+        get_space("nb201").parse(text)
+    assert "malformed NB201 arch string" in str(e.value) and len(str(e.value)) < 400
+
+
+@pytest.mark.parametrize("name", ["nb201_network", "darts_network"])
+@pytest.mark.parametrize("genotype", [5, 2.5, ["x"], {"a": 1}])
+def test_timm_entry_points_refuse_a_genotype_of_the_wrong_type_in_one_line(name, genotype):
+    import timm
+
+    import search_spaces  # noqa: F401
+
+    with pytest.raises(UserError) as e:
+        timm.create_model(name, genotype=genotype)
+    assert "genotype" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_darts_parser_caps_the_input_before_ast_parse():
+    import search_spaces  # noqa: F401
+    from search_spaces.darts import parse_genotype
+
+    for text in ["(" * 200_000, "Genotype(normal=[" + "('sep_conv_3x3', 0), " * 100_000 + "])", "[" * 4000]:
+        with pytest.raises(UserError) as e:
+            parse_genotype(text)
+        assert "malformed DARTS genotype" in str(e.value) and len(str(e.value)) < 700

@@ -42,8 +42,8 @@ def test_torchrun_cli_writes_one_set_of_files(tmp_path):
     out = tmp_path / "run"
     proc = torchrun("train_search.py", "--out", str(out), *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "genotype.yaml", "metrics.jsonl",
-                                                     "report"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.pt", "config.yaml", "genotype.yaml",
+                                                     "metrics.jsonl", "report"]  # .lock: rank 0's run lock
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     assert proc.stdout.count("derived genotype:") == 1  # only rank 0 prints
     assert list(tmp_path.iterdir()) == [out]

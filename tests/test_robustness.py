@@ -76,30 +76,50 @@ def _cli(args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def metrics_lines(d: Path) -> list[dict]:
+    """metrics.jsonl line by line, as strict JSON (a bare NaN fails), epoch times left out."""
+    def refuse(name):
+        raise ValueError(f"non-JSON constant {name}")
+    return strip_times([json.loads(line, parse_constant=refuse) for line in (d / "metrics.jsonl").read_text().splitlines()])
+
+
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_run(tmp_path):
-    args = TINY + ["search.epochs=4", "data.synthetic_size=160", "search.checkpoint_every=1"]
+def test_sigkill_at_random_moments_including_before_the_first_checkpoint_then_resume(tmp_path):
+    """Kills a search at random moments from the opening of its run directory on, resumes it, and
+    compares metrics.jsonl line by line (and weights, genotype) with an uninterrupted run."""
+    args = TINY + ["search.epochs=3", "data.synthetic_size=160", "search.checkpoint_every=4", "search.report=false"]
+    import train_search
+
     full = tmp_path / "full"
-    proc = _cli(["--out", str(full), *args])
-    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    started = time.time()
+    assert train_search.main(["--out", str(full), *args]) == 0  # in-process: the same code, no interpreter start
+    span = time.time() - started  # about the time from a run dir's opening to the end of the run
+    expected = metrics_lines(full)
+    assert [m["epoch"] for m in expected] == [1, 2, 3]
 
     rng = random.Random(0)
-    for trial in range(5):
+    delays = [0.0] + [rng.uniform(0.0, span) for _ in range(2)]  # the first kill lands before any checkpoint
+    before_first = 0
+    for trial, delay in enumerate(delays):
         d = tmp_path / f"kill{trial}"
         proc = _cli(["--out", str(d), *args])
-        # Kill somewhere after the first checkpoint exists (before it, --resume starts over).
-        deadline = time.time() + 120
-        while not (d / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 1.5))
+        while not (d / "config.yaml").exists() and proc.poll() is None:
+            time.sleep(0.001)
+        time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        load_checkpoint(d / "checkpoint.pt")  # whatever moment it died, the checkpoint loads
+        had_checkpoint = (d / "checkpoint.pt").exists()
+        before_first += not had_checkpoint
+        if had_checkpoint:
+            load_checkpoint(d / "checkpoint.pt")  # whatever moment it died, the checkpoint loads
         resumed = _cli(["--resume", str(d)])
         out, err = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, err
+        assert ("starting it from the beginning" in out) == (not had_checkpoint), out
         assert not [p.name for p in d.iterdir() if p.name.endswith(".tmp")]  # a torn write is cleaned up
+        assert metrics_lines(d) == expected, f"trial {trial} (killed {delay:.2f}s after the run dir opened)"
         assert_same_run(full, d)
+    assert before_first >= 1  # the case a resume once appended to: no checkpoint yet
 
 
 @pytest.mark.slow
