@@ -91,12 +91,12 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
             raise UserError(f"config key 'model.edge_normalization' is not available in the {space.name} space "
                             "(only darts has it); set model.edge_normalization=false")
         extra["edge_normalization"] = True
-    for key, value in (("gdas_gate", cfg.model.gdas_gate), ("aux_skip", cfg.search.aux_skip)):
-        if value:  # each space declares which it takes (the default gate is its own)
-            section = "model" if key == "gdas_gate" else "search"
+    # Each space's build_supernet declares what it takes (its default GDAS gate is its own).
+    for key, name, value, fix in (("gdas_gate", "model.gdas_gate", cfg.model.gdas_gate, "leave it empty"),
+                                  ("aux_skip", "search.aux_skip", cfg.search.aux_skip, "set search.aux_skip=false")):
+        if value:
             if key not in inspect.signature(space.build_supernet).parameters:
-                raise UserError(f"config key '{section}.{key}' is not available in the {space.name} space; "
-                                f"remove it (set {section}.{key}={'' if key == 'gdas_gate' else 'false'})")
+                raise UserError(f"config key {name!r} is not available in the {space.name} space; {fix}")
             extra[key] = value
     seed_everything(cfg.seed, cfg.deterministic)
     # An image folder's training images may exclude a held-out test split or unreadable files: say which.
