@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.scheduler import CosineLRScheduler
+from timm.utils import distribute_bn
 from tqdm import tqdm
 
 from .architecture import ArchSample
@@ -263,6 +264,7 @@ class Searcher(EpochLoop):
                                                                       for k in ("seen", "arch_seen"))]))
             sums = dict(zip(_SUMS, reduced[:len(_SUMS)]))
             counts = {**counts, "seen": int(reduced[-2].item()), "arch_seen": int(reduced[-1].item())}
+            distribute_bn(self.supernet, self.dist.world_size, reduce=True)  # BN running stats: mean over shards
         totals = {k: v.item() for k, v in sums.items()}  # the epoch's one sync for the running sums
         return self._epoch_metrics(epoch, tau, totals, counts, elapsed_before + time.perf_counter() - started)
 
