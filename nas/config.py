@@ -88,7 +88,7 @@ class SearchConfig:
     arch_weight_decay: float = 1e-3
     arch_grad_clip: float = 0.0   # max grad norm of the logits; 0 disables
     aux_skip: bool = False        # DARTS-: identity path on every edge, scaled by beta decaying 1 -> 0
-    perturb_logits: float = 0.0   # SDARTS-RS: U(-e, e) noise on the logits of the weight step's sample
+    sdarts_epsilon: float = 0.0   # SDARTS-RS: final radius of the weight step's noise (0: off; 0.3 published)
     tau_schedule: str = "linear"  # linear | exponential | cosine | constant
     tau_max: float = 10.0
     tau_min: float = 0.1
@@ -176,6 +176,13 @@ def _unknown(key: str, valid: list[str]) -> UserError:
     return UserError(f"unknown config key {key!r}{hint}")
 
 
+# Keys that no longer exist -> what to use instead.
+REMOVED_KEYS = {
+    "search.perturb_logits": "it added noise to the logits, which is not SDARTS-RS; use search.sdarts_epsilon "
+                             "(noise on the softmax weights, clipped and renormalised; 0.3 published)",
+}
+
+
 def _merge(obj: Any, values: dict, prefix: str = "") -> None:
     """Writes a nested dict onto a dataclass instance, checking keys and types."""
     if not isinstance(values, dict):
@@ -184,6 +191,8 @@ def _merge(obj: Any, values: dict, prefix: str = "") -> None:
     names = [f.name for f in fields(obj)]
     for key, value in values.items():
         full = f"{prefix}{key}"
+        if full in REMOVED_KEYS:
+            raise UserError(f"config key {full!r} was removed: {REMOVED_KEYS[full]}")
         if key not in names:
             raise _unknown(full, [f"{prefix}{n}" for n in names])
         current = getattr(obj, key)
@@ -213,8 +222,10 @@ def _check(cfg: Config) -> None:
     need(s.epochs >= 1, "search.epochs", f"must be >= 1, got {s.epochs}")
     need(0 <= s.warmup_epochs, "search.warmup_epochs", f"must be >= 0, got {s.warmup_epochs}")
     for key in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr", "arch_weight_decay",
-                "arch_grad_clip", "perturb_logits"):
+                "arch_grad_clip"):
         need(getattr(s, key) >= 0, f"search.{key}", f"must be >= 0, got {getattr(s, key)}")
+    need(s.sdarts_epsilon == 0 or s.sdarts_epsilon >= 0.03, "search.sdarts_epsilon",
+         f"must be 0 (off) or >= 0.03 (its ramp starts at 0.03; 0.3 published), got {s.sdarts_epsilon}")
     need(m.max_skip >= -1, "model.max_skip", f"must be >= -1 (-1: no cap), got {m.max_skip}")
     need(m.max_parameter_free >= -1, "model.max_parameter_free", f"must be >= -1 (-1: no cap), got {m.max_parameter_free}")
     need(all(isinstance(name, str) for name in m.derive_exclude), "model.derive_exclude",

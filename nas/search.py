@@ -36,6 +36,7 @@ from .distributed import DistContext, all_reduce_sum, average_gradients, broadca
 from .genotype import GENOTYPE, genotype_record, save_genotype
 from .gumbel import tau_at
 from .loop import EpochLoop
+from .sdarts import epsilon_at
 from .space import SearchSpace
 from .supernet import Supernet
 
@@ -210,7 +211,7 @@ class Searcher(EpochLoop):
         search_arch = epoch >= s.warmup_epochs
         bilevel = search_arch and s.bilevel
         # SDARTS-RS perturbs only a weight step's sample (single level has none of its own).
-        perturb = s.perturb_logits if (bilevel or not search_arch) else 0.0
+        sdarts_epsilon = epsilon_at(epoch, s.epochs, s.sdarts_epsilon) if (bilevel or not search_arch) else 0.0
         if s.aux_skip:  # DARTS-: beta decays linearly from 1 to 0 over the search
             beta = max(0.0, 1.0 - epoch / max(1, s.epochs - 1))
             for layer in self.choice_layers:
@@ -229,7 +230,7 @@ class Searcher(EpochLoop):
                    disable=not (s.progress and sys.stderr.isatty()))
         for step, (x, y) in enumerate(bar, start=start):
             samples, carried = arch.sample_many(self.supernet.mode, tau, 2 if bilevel else 1, carry=pending,
-                                                perturb_first=perturb)
+                                                sdarts_epsilon=sdarts_epsilon)
             if carried[0]:
                 raise self.diverged(epoch, step - 1)
             if search_arch and not s.bilevel:
