@@ -87,6 +87,11 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
             raise UserError(f"config key 'model.edge_normalization' is not available in the {space.name} space "
                             "(only darts has it); set model.edge_normalization=false")
         extra["edge_normalization"] = True
+    if cfg.model.bn_layout != "official":
+        if "bn_layout" not in inspect.signature(space.build_supernet).parameters:
+            raise UserError(f"config key 'model.bn_layout' is not available in the {space.name} space "
+                            "(nb201 and darts have it); set model.bn_layout=official")
+        extra["bn_layout"] = cfg.model.bn_layout
     seed_everything(cfg.seed, cfg.deterministic)
     data = build_search_data_from_config(cfg, device, ctx)
     torch.manual_seed(cfg.seed)  # the supernet's initial weights do not depend on how the data was built

@@ -68,6 +68,7 @@ class ModelConfig:
     max_parameter_free: int = -1  # derivation cap: pooling + skip edges per cell (-1: no cap)
     derive_exclude: list = field(default_factory=list)  # ops never derived, e.g. [none] (DARTS's convention)
     edge_normalization: bool = False  # PC-DARTS: learned weights on each node's inputs (darts space)
+    bn_layout: str = "official"   # supernet BNs: official (as the papers' code) | batch_stats (eval with batch stats)
 
 
 @dataclass
@@ -218,6 +219,8 @@ def _check(cfg: Config) -> None:
     need(d.synthetic_classes >= 2, "data.synthetic_classes", f"must be >= 2, got {d.synthetic_classes}")
     need(m.mode in MODES, "model.mode", f"must be one of {', '.join(MODES)}, got {m.mode!r}")
     need(m.C >= 1, "model.C", f"must be >= 1, got {m.C}")
+    need(m.bn_layout in ("official", "batch_stats"), "model.bn_layout",
+         f"must be official or batch_stats, got {m.bn_layout!r}")
     need(m.N >= 1, "model.N", f"must be >= 1, got {m.N}")
     need(s.epochs >= 1, "search.epochs", f"must be >= 1, got {s.epochs}")
     need(0 <= s.warmup_epochs, "search.warmup_epochs", f"must be >= 0, got {s.warmup_epochs}")

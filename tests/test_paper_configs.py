@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+import search_spaces  # noqa: F401  (registers the spaces)
 from nas.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -39,3 +40,20 @@ def test_none_free_variants_differ_from_the_paper_config_only_in_derivation(name
     assert ours == paper
     header = ours_path.read_text().split("\nseed:")[0]
     assert "Provisional" in header and "test images" in header and "docs/search_quality.md" in header
+
+
+def test_bn_layout_key_reaches_the_supernet_and_is_refused_where_a_space_lacks_it():
+    from nas.build import build_searcher
+    from nas.config import build_config
+    from nas.errors import UserError
+    tiny = ["data.dataset=synthetic", "data.synthetic_size=32", "data.image_size=8", "data.batch_size=8",
+            "model.C=4", "model.N=1", "search.epochs=1"]
+    quiet = lambda *_: None
+    for layout, tracked in (("official", True), ("batch_stats", False)):
+        net = build_searcher(build_config({}, tiny + [f"model.bn_layout={layout}"]), log=quiet).supernet
+        assert net.bn_layout == layout and net.stem[1].track_running_stats is tracked
+    assert load_config(CONFIGS / "quickstart.yaml").model.bn_layout == "batch_stats"
+    with pytest.raises(UserError, match="model.bn_layout"):
+        build_config({}, ["model.bn_layout=tracked"])
+    with pytest.raises(UserError, match="not available in the mobilenet space"):
+        build_searcher(build_config({}, tiny + ["model.space=mobilenet", "model.bn_layout=batch_stats"]), log=quiet)
