@@ -177,7 +177,8 @@ def _unknown(key: str, valid: list[str]) -> UserError:
     return UserError(f"unknown config key {key!r}{hint}")
 
 
-# Keys that no longer exist -> what to use instead.
+# Keys that no longer exist -> what to use instead. A removed key at 0 (off, as every resolved
+# config.yaml of an older run holds it) is dropped; any other value is refused.
 REMOVED_KEYS = {
     "search.perturb_logits": "it added noise to the logits, which is not SDARTS-RS; use search.sdarts_epsilon "
                              "(noise on the softmax weights, clipped and renormalised; 0.3 published)",
@@ -193,6 +194,8 @@ def _merge(obj: Any, values: dict, prefix: str = "") -> None:
     for key, value in values.items():
         full = f"{prefix}{key}"
         if full in REMOVED_KEYS:
+            if not isinstance(value, bool) and value == 0:
+                continue
             raise UserError(f"config key {full!r} was removed: {REMOVED_KEYS[full]}")
         if key not in names:
             raise _unknown(full, [f"{prefix}{n}" for n in names])

@@ -242,6 +242,8 @@ def test_old_perturbation_key_names_the_new_one():
         build_config({}, ["search.perturb_logits=0.5"])
     with pytest.raises(UserError, match="search.sdarts_epsilon.*>= 0.03"):
         build_config({}, ["search.sdarts_epsilon=0.01"])
+    # An older run's resolved config.yaml holds the key at 0 (off): it still loads, as the default.
+    assert build_config({"search": {"perturb_logits": 0.0}}) == build_config({})
 
 
 def test_arch_grad_clip_bounds_the_logit_gradient():
