@@ -97,6 +97,9 @@ class Searcher(EpochLoop):
             supernet.to(memory_format=torch.channels_last)
         self.choice_layers = [m for m in supernet.modules() if isinstance(m, ChoiceLayer)]
         self._weights_trainable = True
+        # BN running statistics (official layouts): a skipped step must not leave them changed.
+        self._bn_stats = [b for n, b in supernet.named_buffers()
+                          if n.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")]
         supernet.architecture.seed(seed)
 
     def derive(self, probabilities: dict[str, torch.Tensor]):
@@ -229,6 +232,7 @@ class Searcher(EpochLoop):
                    desc=f"epoch {epoch + 1}/{s.epochs}", leave=False,
                    disable=not (s.progress and sys.stderr.isatty()))
         for step, (x, y) in enumerate(bar, start=start):
+            saved_stats = [b.clone() for b in self._bn_stats] if s.on_nonfinite == "skip" else None
             samples, carried = arch.sample_many(self.supernet.mode, tau, 2 if bilevel else 1, carry=pending,
                                                 sdarts_epsilon=sdarts_epsilon)
             if carried[0]:
@@ -249,6 +253,9 @@ class Searcher(EpochLoop):
                 ok, skipped = ok & arch_ok, skipped + arch_skipped
             if s.on_nonfinite == "skip":
                 counts["skipped"] += int(skipped)  # already synchronised by the skip decision
+                if int(skipped):  # the iteration leaves no trace, BN running statistics included
+                    for stat, old in zip(self._bn_stats, saved_stats):
+                        stat.copy_(old)
             else:
                 pending = (~ok).long()
             self.step = step + 1
