@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from .gumbel import gumbel_softmax_sample
+from .sdarts import perturb
 
 MODES = ("gdas", "snas", "darts")
 
@@ -141,7 +142,7 @@ class Architecture(nn.Module):
         return self.sample_many(mode, tau, 1)[0][0]
 
     def sample_many(self, mode: str, tau: float, count: int, carry: torch.Tensor | None = None,
-                    perturb_first: float = 0.0):
+                    sdarts_epsilon: float = 0.0):
         """Draws ``count`` independent samples with a single device-to-host transfer.
 
         The search loop draws the weight step's and the arch step's samples
@@ -149,9 +150,11 @@ class Architecture(nn.Module):
         bring a small int tensor (a non-finite flag) to the host in the same
         transfer, so an iteration costs one synchronisation.
 
-        ``perturb_first`` > 0 adds uniform noise U(-e, e) to the logits of the
-        first sample only (SDARTS-RS random smoothing of the weight step's
-        architecture; the noise comes from the sampler's generator).
+        ``sdarts_epsilon`` > 0 perturbs the first sample only (the weight step's),
+        as SDARTS-RS: ``softmax(logits)`` plus U(-eps, eps), clipped and renormalised
+        (``nas.sdarts``; the noise comes from the sampler's generator). ``darts``
+        mixes with these weights; ``gdas`` and ``snas`` (our adaptation) sample from
+        them, i.e. from the logits ``log(perturbed weights)``.
 
         Returns:
             ``(samples, carried)``: a list of ``ArchSample`` and ``carry`` as a
@@ -159,15 +162,22 @@ class Architecture(nn.Module):
         """
         generator = self._generator()
 
+        perturbed = {}  # group -> the first sample's SDARTS-RS weights [num_edges, num_ops] (constants)
+        if sdarts_epsilon:
+            for g, l in self.masked_logits().items():
+                allowed = getattr(self, f"allowed_{g}") if g in self.masked else None
+                perturbed[g] = perturb(torch.softmax(l.float(), dim=-1), sdarts_epsilon, generator, allowed)
+
         def logits_of(k: int) -> dict[str, torch.Tensor]:
-            if k or not perturb_first:
+            if k or not perturbed:
                 return self.masked_logits()
-            return {g: l + (2 * torch.rand(l.shape, generator=generator, device=l.device) - 1) * perturb_first
-                    for g, l in self.masked_logits().items()}
+            # Sampling from the perturbed distribution; a weight clipped to 0 reads as a masked op.
+            return {g: torch.where(p > 0, p.log(), torch.full_like(p, self.MASKED_LOGIT)) for g, p in perturbed.items()}
 
         edges = self.edge_weights()  # shared by the samples: the logits do not change in between
         if mode == "darts":
-            samples = [ArchSample({g: torch.softmax(l.float(), dim=-1) for g, l in logits_of(k).items()},
+            samples = [ArchSample(dict(perturbed) if k == 0 and perturbed else
+                                  {g: torch.softmax(l.float(), dim=-1) for g, l in logits_of(k).items()},
                                   edge_weights=edges) for k in range(count)]
             return samples, (None if carry is None else carry.reshape(-1).tolist())
         drawn, indices = [], []

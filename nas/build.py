@@ -98,6 +98,11 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
             if key not in inspect.signature(space.build_supernet).parameters:
                 raise UserError(f"config key {name!r} is not available in the {space.name} space; {fix}")
             extra[key] = value
+    if cfg.model.bn_layout != "official":
+        if "bn_layout" not in inspect.signature(space.build_supernet).parameters:
+            raise UserError(f"config key 'model.bn_layout' is not available in the {space.name} space "
+                            "(nb201 and darts have it); set model.bn_layout=official")
+        extra["bn_layout"] = cfg.model.bn_layout
     seed_everything(cfg.seed, cfg.deterministic)
     # An image folder's training images may exclude a held-out test split or unreadable files: say which.
     data = build_search_data_from_config(cfg, device, ctx, log=log if cfg.data.dataset == "imagefolder" else None)

@@ -72,6 +72,7 @@ class ModelConfig:
     derive_exclude: list = field(default_factory=list)  # ops never derived, e.g. [none] (DARTS's convention)
     edge_normalization: bool = False  # PC-DARTS: learned weights on each node's inputs (darts space)
     gdas_gate: str = ""           # GDAS logit gradient: all_ops | sampled_op | "" (the space's)
+    bn_layout: str = "official"   # supernet BNs: official (as the papers' code) | batch_stats (eval with batch stats)
 
 
 @dataclass
@@ -92,7 +93,7 @@ class SearchConfig:
     arch_weight_decay: float = 1e-3
     arch_grad_clip: float = 0.0   # max grad norm of the logits; 0 disables
     aux_skip: bool = False        # DARTS-: skip path (identity / factorized reduce) on each edge, beta 1 -> 0
-    perturb_logits: float = 0.0   # SDARTS-RS: U(-e, e) noise on the logits of the weight step's sample
+    sdarts_epsilon: float = 0.0   # SDARTS-RS: final radius of the weight step's noise (0: off; 0.3 published)
     tau_schedule: str = "linear"  # linear | exponential | cosine | constant
     tau_max: float = 10.0
     tau_min: float = 0.1
@@ -186,6 +187,14 @@ def _unknown(key: str, valid: list[str]) -> UserError:
     return UserError(f"unknown config key {brief(key)}{hint}")
 
 
+# Keys that no longer exist -> what to use instead. A removed key at 0 (off, as every resolved
+# config.yaml of an older run holds it) is dropped; any other value is refused.
+REMOVED_KEYS = {
+    "search.perturb_logits": "it added noise to the logits, which is not SDARTS-RS; use search.sdarts_epsilon "
+                             "(noise on the softmax weights, clipped and renormalised; 0.3 published)",
+}
+
+
 def _merge(obj: Any, values: dict, prefix: str = "") -> None:
     """Writes a nested dict onto a dataclass instance, checking keys and types."""
     if not isinstance(values, dict):
@@ -194,6 +203,10 @@ def _merge(obj: Any, values: dict, prefix: str = "") -> None:
     names = [f.name for f in fields(obj)]
     for key, value in values.items():
         full = f"{prefix}{key}" if isinstance(key, str) else f"{prefix}{brief(key)}"
+        if full in REMOVED_KEYS:
+            if not isinstance(value, bool) and value == 0:
+                continue
+            raise UserError(f"config key {full!r} was removed: {REMOVED_KEYS[full]}")
         if key not in names:
             raise _unknown(full, [f"{prefix}{n}" for n in names])
         current = getattr(obj, key)
@@ -231,12 +244,16 @@ def _check(cfg: Config) -> None:
          f"must be empty (the space's default) or one of {', '.join(GATE_RULES)}, got {brief(m.gdas_gate)}")
     in_range(m.C, 1, MAX_CHANNELS, "model.C")
     in_range(m.N, 1, MAX_CELLS, "model.N")
+    need(m.bn_layout in ("official", "batch_stats"), "model.bn_layout",
+         f"must be official or batch_stats, got {brief(m.bn_layout)}")
     need(s.epochs >= 1, "search.epochs", f"must be >= 1, got {s.epochs}")
     need(0 <= s.warmup_epochs, "search.warmup_epochs", f"must be >= 0, got {s.warmup_epochs}")
     for key in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr", "arch_weight_decay",
-                "arch_grad_clip", "perturb_logits"):
+                "arch_grad_clip"):
         need(getattr(s, key) >= 0, f"search.{key}", f"must be >= 0, got {getattr(s, key)}")
     need(s.momentum < 1, "search.momentum", f"must be in [0, 1), got {s.momentum}")
+    need(s.sdarts_epsilon == 0 or s.sdarts_epsilon >= 0.03, "search.sdarts_epsilon",
+         f"must be 0 (off) or >= 0.03 (its ramp starts at 0.03; 0.3 published), got {s.sdarts_epsilon}")
     need(m.max_skip >= -1, "model.max_skip", f"must be >= -1 (-1: no cap), got {m.max_skip}")
     need(m.max_parameter_free >= -1, "model.max_parameter_free", f"must be >= -1 (-1: no cap), got {m.max_parameter_free}")
     need(all(isinstance(name, str) for name in m.derive_exclude), "model.derive_exclude",

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.utils import distribute_bn
 from tqdm import tqdm
 
 from .architecture import ArchSample
@@ -34,6 +35,7 @@ from .distributed import DistContext, all_reduce_sum, average_gradients, broadca
 from .genotype import GENOTYPE, genotype_record, save_genotype
 from .gumbel import tau_at
 from .loop import EpochLoop, cosine_scheduler
+from .sdarts import epsilon_at
 from .space import SearchSpace
 from .supernet import Supernet
 
@@ -97,6 +99,9 @@ class Searcher(EpochLoop):
             supernet.to(memory_format=torch.channels_last)
         self.choice_layers = [m for m in supernet.modules() if isinstance(m, ChoiceLayer)]
         self._weights_trainable = True
+        # BN running statistics (official layouts): a skipped step must not leave them changed.
+        self._bn_stats = [b for n, b in supernet.named_buffers()
+                          if n.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")]
         supernet.architecture.seed(seed)
 
     def derive(self, probabilities: dict[str, torch.Tensor]):
@@ -260,7 +265,7 @@ class Searcher(EpochLoop):
         search_arch = epoch >= s.warmup_epochs
         bilevel = search_arch and s.bilevel
         # SDARTS-RS perturbs only a weight step's sample (single level has none of its own).
-        perturb = s.perturb_logits if (bilevel or not search_arch) else 0.0
+        sdarts_epsilon = epsilon_at(epoch, s.epochs, s.sdarts_epsilon) if (bilevel or not search_arch) else 0.0
         if s.aux_skip:  # DARTS-: beta decays linearly from 1 to 0 over the search
             beta = max(0.0, 1.0 - epoch / max(1, s.epochs - 1))
             for layer in self.choice_layers:
@@ -278,8 +283,9 @@ class Searcher(EpochLoop):
                    desc=f"epoch {epoch + 1}/{s.epochs}", leave=False,
                    disable=not (s.progress and sys.stderr.isatty()))
         for step, (x, y) in enumerate(bar, start=start):
+            saved_stats = [b.clone() for b in self._bn_stats] if s.on_nonfinite == "skip" else None
             samples, carried = arch.sample_many(self.supernet.mode, tau, 2 if bilevel else 1, carry=pending,
-                                                perturb_first=perturb)
+                                                sdarts_epsilon=sdarts_epsilon)
             if carried[0]:
                 raise self.diverged(epoch, step - 1, flags=carried[0])
             if search_arch and not s.bilevel:
@@ -298,6 +304,9 @@ class Searcher(EpochLoop):
                 skipped = skipped + arch_skipped
             if s.on_nonfinite == "skip":
                 counts["skipped"] += int(skipped)  # already synchronised by the skip decision
+                if int(skipped):  # the iteration leaves no trace, BN running statistics included
+                    for stat, old in zip(self._bn_stats, saved_stats):
+                        stat.copy_(old)
             else:
                 pending = (~ok).long() * self.WEIGHT_STEP
                 if bilevel:
@@ -316,6 +325,7 @@ class Searcher(EpochLoop):
                                                                       for k in ("seen", "arch_seen"))]))
             sums = dict(zip(_SUMS, reduced[:len(_SUMS)]))
             counts = {**counts, "seen": int(reduced[-2].item()), "arch_seen": int(reduced[-1].item())}
+            distribute_bn(self.supernet, self.dist.world_size, reduce=True)  # BN running stats: mean over shards
         totals = {k: v.item() for k, v in sums.items()}  # the epoch's one sync for the running sums
         return self._epoch_metrics(epoch, tau, totals, counts, elapsed_before + time.perf_counter() - started)
 

@@ -10,7 +10,11 @@ and ``reduce`` [14, 8], are each shared by every cell of their kind.
 
 The macro network is stem (3x3 conv to 3C, BN) -> 3N + 2 cells, with
 reductions (width doubled, resolution halved) at cells N and 2N + 1 ->
-global pool -> linear. A derived cell keeps two incoming edges per node; its
+global pool -> linear. The supernet is DARTS's model_search.py ``Network``
+(``bn_layout`` says where BNs keep running statistics). GDAS's own search model
+for this space (``NASNetworkGDAS``) differs in its macro: 3N cells instead of
+3N + 2, BN + ReLU before the global pool, and a bias in the 1x1 preprocessing
+convs; this supernet follows DARTS there. A derived cell keeps two incoming edges per node; its
 genotype is DARTS's ``Genotype`` record and prints as DARTS prints it::
 
     Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ...], normal_concat=[2, 3, 4, 5],
@@ -258,24 +262,29 @@ def _preprocess(C_prev_prev: int, C_prev: int, C: int, reduction_prev: bool, aff
     return pre0, pre1
 
 
-def _search_op(name: str, C: int, stride: int) -> nn.Module:
-    op = OPS[name](C, stride, False, False)
+def _search_op(name: str, C: int, stride: int, track: bool = False) -> nn.Module:
+    op = OPS[name](C, stride, False, track)
     if "pool" in name:  # DARTS's MixedOp: a pool gets a BN so its scale matches the other ops'
-        op = PoolBN(op, StraightThroughBatchNorm2d(C, affine=False, track_running_stats=False))
+        op = PoolBN(op, StraightThroughBatchNorm2d(C, affine=False, track_running_stats=track))
     return op
 
 
-def _aux_skip(C: int, stride: int) -> nn.Module:
+def _aux_skip(C: int, stride: int, track: bool) -> nn.Module:
     """DARTS-'s auxiliary skip of an edge: identity, or a factorized reduction where the edge strides
-    (DARTS-'s ``FactorizedReduce(C, C, affine=False)``; batch statistics, as every BN of the supernet)."""
-    return nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine=False, track_running_stats=False)
+    (DARTS-'s ``FactorizedReduce(C, C, affine=False)``; running stats as the supernet's layout)."""
+    return nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine=False, track_running_stats=track)
+
+
+# The supernet's BN layouts: official = DARTS's model_search.py (every BN keeps running statistics;
+# cell BNs without affine); batch_stats = every BN normalises with batch statistics, in eval mode too.
+BN_LAYOUTS = ("official", "batch_stats")
 
 
 def _cell_stack(C: int, N: int, in_channels: int, make_cell: Callable[..., nn.Module], track: bool = True):
     """Stem and the 3N + 2 cells shared by the supernet and the discrete network.
 
-    ``track=False`` (the supernet) makes the stem BN normalise with batch
-    statistics, as every BN of the supernet does (see ``nb201._macro``).
+    ``track`` sets the stem BN's ``track_running_stats`` (False: batch statistics
+    in eval mode too, the supernet's ``batch_stats`` layout).
 
     Returns:
         ``(stem, cells, widths)`` with ``widths[i]`` the output width of cell i.
@@ -296,7 +305,8 @@ def _cell_stack(C: int, N: int, in_channels: int, make_cell: Callable[..., nn.Mo
 
 
 class DartsSearchCell(nn.Module):
-    """A cell with a choice layer on each of its 14 edges (BN without affine or running stats).
+    """A cell with a choice layer on each of its 14 edges (BN without affine; running stats if
+    ``track_running_stats``, as DARTS's model_search.py).
 
     ``gdas_gate`` and ``aux_skip`` (DARTS-'s path on every edge, see ``_aux_skip``): see ``ChoiceLayer``.
     """
@@ -304,14 +314,15 @@ class DartsSearchCell(nn.Module):
     multiplier = NUM_NODES
 
     def __init__(self, C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool,
-                 gdas_gate: str = GDAS_GATE, aux_skip: bool = False):
+                 gdas_gate: str = GDAS_GATE, aux_skip: bool = False, track_running_stats: bool = False):
         super().__init__()
         self.reduction = reduction
-        self.preprocess0, self.preprocess1 = _preprocess(C_prev_prev, C_prev, C, reduction_prev, False, False)
+        track = track_running_stats
+        self.preprocess0, self.preprocess1 = _preprocess(C_prev_prev, C_prev, C, reduction_prev, False, track)
         strides = [2 if reduction and j < 2 else 1 for _, j in EDGES]
         self.edges = nn.ModuleList(
-            ChoiceLayer({name: _search_op(name, C, stride) for name in OP_NAMES}, gdas_gate=gdas_gate,
-                        aux_skip=_aux_skip(C, stride) if aux_skip else None)
+            ChoiceLayer({name: _search_op(name, C, stride, track) for name in OP_NAMES}, gdas_gate=gdas_gate,
+                        aux_skip=_aux_skip(C, stride, track) if aux_skip else None)
             for stride in strides)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
@@ -386,15 +397,26 @@ class DartsSupernet(Supernet):
     the inputs of each node (softmax over its incoming edges), multiplied with the op
     probabilities at derivation, which steadies the choice of inputs.
     ``gdas_gate`` ("": ``GDAS_GATE``) and ``aux_skip``: see ``DartsSearchCell``.
+
+    ``bn_layout``: ``official`` (default): every BN keeps running statistics, as
+    model_search.py builds them (the stem BN affine, the cell BNs without affine);
+    ``batch_stats``: every BN normalises with batch statistics, in eval mode too.
     """
 
     def __init__(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 2, in_channels: int = 3,
-                 edge_normalization: bool = False, gdas_gate: str = "", aux_skip: bool = False):
+                 edge_normalization: bool = False, gdas_gate: str = "", aux_skip: bool = False,
+                 bn_layout: str = "official"):
+        if bn_layout not in BN_LAYOUTS:
+            raise ValueError(f"unknown bn_layout {bn_layout!r}; choose from {', '.join(BN_LAYOUTS)}")
         edge_nodes = {g: [to for to, _ in EDGES] for g in GROUPS} if edge_normalization else None
         super().__init__(Architecture({g: (len(EDGES), len(OP_NAMES)) for g in GROUPS}, list(OP_NAMES),
                                       edge_nodes=edge_nodes), mode)
+        self.bn_layout = bn_layout
+        track = bn_layout == "official"
         self.stem, self.cells, widths = _cell_stack(
-            C, N, in_channels, lambda *args: DartsSearchCell(*args, gdas_gate or GDAS_GATE, aux_skip), track=False)
+            C, N, in_channels,
+            lambda *args: DartsSearchCell(*args, gdas_gate or GDAS_GATE, aux_skip, track_running_stats=track),
+            track=track)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], num_classes)
 
@@ -465,9 +487,10 @@ class DartsSpace(SearchSpace):
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 2,
                        in_channels: int = 3, edge_normalization: bool = False, gdas_gate: str = "",
-                       aux_skip: bool = False) -> DartsSupernet:
+                       aux_skip: bool = False, bn_layout: str = "official") -> DartsSupernet:
         return DartsSupernet(mode=mode, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
-                             edge_normalization=edge_normalization, gdas_gate=gdas_gate, aux_skip=aux_skip)
+                             edge_normalization=edge_normalization, gdas_gate=gdas_gate, aux_skip=aux_skip,
+                             bn_layout=bn_layout)
 
     def build_network(self, genotype, num_classes: int = 10, C: int = 36, N: int = 6, in_channels: int = 3,
                       auxiliary: bool = False, drop_path_prob: float = 0.0) -> NetworkCIFAR:

@@ -1,10 +1,19 @@
-"""The NAS-Bench-201 cell space (Dong & Yang, ICLR 2020), exactly as the benchmark defines it.
+"""The NAS-Bench-201 cell space (Dong & Yang, ICLR 2020), as the benchmark's official code defines it.
 
 A cell is a DAG of 4 nodes; each of its 6 edges (j -> i for j < i) carries one
 of 5 ops, and the cell outputs node 3. The macro network is
 stem -> N cells (C) -> residual reduction -> N cells (2C) -> residual
 reduction -> N cells (4C) -> BN -> ReLU -> global pool -> linear.
 One logit table ``cell`` [6, 5] is shared by every cell.
+
+The discrete network is the benchmark's ``TinyNetwork`` (every BN affine, with
+running statistics). The supernet is GDAS's ``TinyNetworkGDAS`` as NAS-Bench-201's
+search scripts build it (``track_running_stats=0``): search-cell BNs without
+affine or running statistics; stem, residual reductions and head with default BNs
+(``bn_layout="official"``). ``bn_layout="batch_stats"`` instead normalises every BN
+of the supernet with batch statistics, in eval mode too. Where this code differs
+from the official one: the samples are drawn by ``nas.gumbel`` (the official code
+resamples until the noise is finite) and ``none`` costs nothing when sampled.
 
 Arch string, edges in logit row order (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2):
 ``|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|``
@@ -99,12 +108,16 @@ class NB201Genotype:
         return [ops[e] for e in EDGES]
 
 
+# The supernet's BN layouts outside the search cells (whose BNs never have affine or running stats).
+BN_LAYOUTS = ("official", "batch_stats")
+
+
 def _macro(C: int, N: int, in_channels: int, make_cell: Callable[[int], nn.Module], track: bool = True):
     """Stem, cell stack and head shared by the supernet and the discrete network.
 
-    ``track=False`` (the supernet) makes every BN normalise with batch statistics,
-    in eval mode too: running averages over many sampled architectures describe
-    none of them, so evaluating a derived architecture with them is meaningless.
+    ``track`` sets ``track_running_stats`` of the stem, reduction and head BNs
+    (affine in both cases): True as the benchmark and the official GDAS supernet
+    build them; False makes them normalise with batch statistics in eval mode too.
     """
     stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False),
                          nn.BatchNorm2d(C, track_running_stats=track))
@@ -154,17 +167,28 @@ class NB201Cell(nn.Module):
 
 
 class NB201Supernet(Supernet):
-    """The NB201 search supernet (GDAS's ``TinyNetworkGDAS`` layout).
+    """The NB201 search supernet (GDAS's ``TinyNetworkGDAS``).
 
-    ``gdas_gate`` ("": ``GDAS_GATE``) and ``aux_skip``: see ``ChoiceLayer``.
+    Args:
+        mode, num_classes, C, N, in_channels, op_names: Sampling mode, classes, width, cells
+            per stage, image channels, candidate ops.
+        gdas_gate: The GDAS gradient rule ("": ``GDAS_GATE``); see ``ChoiceLayer``.
+        aux_skip: Adds DARTS-'s skip path to every edge; see ``ChoiceLayer``.
+        bn_layout: ``official`` (default): stem, residual reductions and head BNs keep running
+            statistics, as ``TinyNetworkGDAS``; ``batch_stats``: they normalise with batch
+            statistics, in eval mode too.
     """
 
     def __init__(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 5,
-                 in_channels: int = 3, op_names=OP_NAMES, gdas_gate: str = "", aux_skip: bool = False):
+                 in_channels: int = 3, op_names=OP_NAMES, gdas_gate: str = "", aux_skip: bool = False,
+                 bn_layout: str = "official"):
+        if bn_layout not in BN_LAYOUTS:
+            raise ValueError(f"unknown bn_layout {bn_layout!r}; choose from {', '.join(BN_LAYOUTS)}")
         super().__init__(Architecture({"cell": (len(EDGES), len(op_names))}, list(op_names)), mode)
+        self.bn_layout = bn_layout
         self.stem, self.cells, self.head, C_out = _macro(
             C, N, in_channels, lambda c: NB201SearchCell(c, op_names, gdas_gate or GDAS_GATE, aux_skip),
-            track=False)
+            track=bn_layout == "official")
         self.classifier = nn.Linear(C_out, num_classes)
 
     def forward_sample(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
@@ -206,9 +230,10 @@ class NB201Space(SearchSpace):
     gdas_gate = GDAS_GATE  # the default GDAS gradient rule (model.gdas_gate="")
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 5,
-                       in_channels: int = 3, gdas_gate: str = "", aux_skip: bool = False) -> NB201Supernet:
+                       in_channels: int = 3, gdas_gate: str = "", aux_skip: bool = False,
+                       bn_layout: str = "official") -> NB201Supernet:
         return NB201Supernet(mode=mode, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
-                             gdas_gate=gdas_gate, aux_skip=aux_skip)
+                             gdas_gate=gdas_gate, aux_skip=aux_skip, bn_layout=bn_layout)
 
     def build_network(self, genotype, num_classes: int = 10, C: int = 16, N: int = 5, in_channels: int = 3,
                       auxiliary: bool = False, drop_path_prob: float = 0.0) -> NB201Network:

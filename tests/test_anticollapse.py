@@ -1,4 +1,4 @@
-"""Anti-collapse options: DARTS- auxiliary skip, derivation caps, SDARTS-RS perturbation, logit clipping."""
+"""Anti-collapse options: DARTS- auxiliary skip, derivation caps, SDARTS-RS random smoothing, logit clipping."""
 import pytest
 import torch
 
@@ -75,22 +75,176 @@ def test_darts_skip_cap_keeps_each_cell_under_the_cap():
     assert [op for op, _ in space.derive_genotype(probs).normal].count("skip_connect") == 8
 
 
-def test_perturbation_touches_only_the_weight_steps_sample():
-    searcher = build_searcher(build_config({}, TINY + ["model.mode=darts", "search.perturb_logits=0.5"]),
+# --------------------------------------------------------------------------- SDARTS-RS
+
+def _reference_perturb(probs, epsilon, rng):
+    """SDARTS-RS's Random_alpha + clip(), row by row in float64 Python, with its own RNG."""
+    out = []
+    for row in probs.double().tolist():
+        noisy = [p + rng.uniform(-epsilon, epsilon) for p in row]
+        best = max(range(len(noisy)), key=noisy.__getitem__)
+        clipped = [min(max(v, 0.0), 1.0) for v in noisy]
+        if sum(clipped) == 0.0:
+            clipped[best] = 1.0
+        out.append([v / sum(clipped) for v in clipped])
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _ks_distance(a, b):
+    """Two-sample Kolmogorov-Smirnov statistic of 1-D samples."""
+    grid = torch.cat([a, b]).sort().values
+    cdf = lambda x: torch.searchsorted(x.sort().values, grid, right=True).double() / x.numel()
+    return (cdf(a) - cdf(b)).abs().max().item()
+
+
+def test_clip_rows_clamps_renormalises_and_revives_an_all_zero_row_at_its_argmax():
+    from nas.sdarts import clip_rows
+    rows = torch.tensor([[1.2, 0.3, -0.1],      # clamp to [1, 0.3, 0], then / 1.3
+                         [-0.1, -0.2, -0.05],   # all clipped to 0: 1 at the argmax (before clamping)
+                         [0.2, 0.2, 0.1]])      # in range: only renormalised
+    torch.testing.assert_close(clip_rows(rows), torch.tensor([[1 / 1.3, 0.3 / 1.3, 0.0], [0.0, 0.0, 1.0],
+                                                              [0.4, 0.4, 0.2]]))
+
+
+@pytest.mark.parametrize("epsilon", [0.03, 0.3, 0.9])
+def test_perturbed_weights_are_distributions_and_match_a_reference_implementation(epsilon):
+    from nas.sdarts import perturb
+    import random
+    probs = torch.softmax(torch.tensor([[2.0, 0.0, -1.0, 0.5, 0.0], [0.0] * 5, [-3.0, 4.0, 0.0, 0.0, 1.0]]), -1)
+    n = 4000
+    gen = torch.Generator().manual_seed(0)
+    ours = torch.stack([perturb(probs, epsilon, gen) for _ in range(n)]).double()  # [n, 3, 5]
+    assert (ours >= 0).all() and (ours <= 1).all()
+    torch.testing.assert_close(ours.sum(-1), torch.ones(n, 3, dtype=torch.float64), rtol=0, atol=1e-6)
+    rng = random.Random(1)
+    ref = torch.stack([_reference_perturb(probs, epsilon, rng) for _ in range(n)])
+    # Each weight's marginal distribution matches the published procedure (KS distance of two
+    # samples of 4000: about 0.03 for equal distributions; 0.06 is beyond 1e-5 chance).
+    for e in range(3):
+        for k in range(5):
+            assert _ks_distance(ours[:, e, k], ref[:, e, k]) < 0.06, (e, k)
+    assert (ours - probs.double()).abs().amax().item() > 0.5 * epsilon  # the noise has its full radius
+
+
+def test_perturbation_noise_is_uniform_on_minus_eps_to_eps_from_the_given_generator():
+    from nas.sdarts import perturb
+    eps = 0.1
+    probs = torch.full((1, 5), 0.2)  # every weight in [eps, 1 - eps]: nothing is clipped
+    gen = torch.Generator().manual_seed(3)
+    state = gen.get_state()
+    w = torch.stack([perturb(probs, eps, gen)[0] for _ in range(20000)]).double()  # [n, 5]
+    gen.set_state(state)
+    u = torch.stack([(2 * torch.rand(1, 5, generator=gen) - 1)[0] * eps for _ in range(20000)]).double()
+    torch.testing.assert_close(w, (0.2 + u) / (1 + u.sum(-1, keepdim=True)), rtol=0, atol=1e-6)
+    # The noise itself: U(-eps, eps), mean 0, variance eps^2 / 3, filling its range.
+    assert abs(u.mean().item()) < 1e-3 and u.var().item() == pytest.approx(eps ** 2 / 3, rel=0.02)
+    assert u.min().item() > -eps and u.max().item() < eps and u.abs().max().item() > 0.999 * eps
+    assert w.mean(0).sub(0.2).abs().max().item() < 2e-3  # unbiased weights: E[w_i] = 1/5 by symmetry
+
+
+def test_masked_ops_get_no_weight_under_perturbation():
+    from nas.sdarts import perturb
+    allowed = torch.tensor([[True, True, False], [True, False, False]])
+    probs = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        w = perturb(probs, 0.9, gen, allowed)
+        assert (w[~allowed] == 0).all() and torch.allclose(w.sum(-1), torch.ones(2))
+
+
+def test_sdarts_epsilon_ramps_linearly_from_0_03_to_the_configured_value():
+    from nas.sdarts import epsilon_at
+    searcher = build_searcher(build_config({}, TINY + ["model.mode=darts", "search.sdarts_epsilon=0.3"]), log=quiet)
+    seen = []
+    original = searcher.supernet.architecture.sample_many
+    def spy(*args, **kwargs):
+        if "sdarts_epsilon" in kwargs:  # the search loop's draws (evaluation derives without it)
+            seen.append(kwargs["sdarts_epsilon"])
+        return original(*args, **kwargs)
+    searcher.supernet.architecture.sample_many = spy
+    per_epoch = []
+    for epoch in range(5):
+        seen.clear()
+        searcher.train_epoch(epoch)
+        assert len(set(seen)) == 1
+        per_epoch.append(seen[0])
+    assert per_epoch == pytest.approx([0.03 + (0.3 - 0.03) * e / 5 for e in range(5)])
+    assert per_epoch[0] == pytest.approx(0.03) and epsilon_at(5, 5, 0.3) == pytest.approx(0.3)
+    assert epsilon_at(3, 5, 0.0) == 0.0
+
+
+@pytest.mark.parametrize("mode", ["darts", "gdas", "snas"])
+def test_sdarts_perturbs_only_the_weight_steps_sample(mode):
+    searcher = build_searcher(build_config({}, TINY + [f"model.mode={mode}", "search.sdarts_epsilon=0.5"]),
                               log=quiet)
     seen = {}
     for name in ("weight_step", "arch_step"):
         original = getattr(searcher, name)
         def spy(x, y, sample, original=original, name=name):
-            seen.setdefault(name, sample.weights["cell"].detach().clone())
+            seen.setdefault(name, sample)
             return original(x, y, sample)
         setattr(searcher, name, spy)
-    logits = searcher.supernet.architecture.logits["cell"].detach().clone()
-    searcher.train_epoch(0)
+    arch = searcher.supernet.architecture
+    logits = arch.logits["cell"].detach().clone()
+    state = arch.generator.get_state()
+    searcher.train_epoch(2)  # eps = 0.03 + 0.47 * 2 / 5 = 0.218
+    eps = 0.03 + (0.5 - 0.03) * 2 / 5
+    # Replay the first iteration's draws from the sampler's generator: the noise of the weight
+    # step's weights comes first, then the Gumbel noise of each sample in order.
+    from nas.gumbel import gumbel_softmax_sample
+    from nas.sdarts import perturb
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(state)
     exact = torch.softmax(logits, -1)
-    assert torch.equal(seen["arch_step"], exact)          # the arch step sees the true architecture
-    delta = (seen["weight_step"] - exact).abs().max().item()
-    assert 1e-3 < delta < 0.5                               # the weight step a perturbed one
+    weights = perturb(exact, eps, gen)
+    assert (weights != exact).any()
+    if mode == "darts":
+        torch.testing.assert_close(seen["weight_step"].weights["cell"], weights, rtol=0, atol=0)
+        assert torch.equal(seen["arch_step"].weights["cell"], exact)  # the arch step: the true architecture
+        return
+    tau = searcher.supernet.tau
+    first = gumbel_softmax_sample(torch.where(weights > 0, weights.log(), torch.full_like(weights, -1e9)),
+                                  tau=tau, generator=gen)
+    second = gumbel_softmax_sample(logits, tau=tau, generator=gen)  # drawn from the unperturbed logits
+    pick = (lambda s: s[1]) if mode == "gdas" else (lambda s: s[0])
+    torch.testing.assert_close(seen["weight_step"].weights["cell"], pick(first), rtol=0, atol=0)
+    torch.testing.assert_close(seen["arch_step"].weights["cell"].detach(), pick(second).detach(), rtol=0, atol=0)
+
+
+def test_gdas_weight_step_samples_follow_the_perturbed_distribution_and_arch_steps_the_logits():
+    # Statistics over many draws: the weight step's hard samples are distributed as E[perturbed weights]
+    # (computed by the reference implementation), the arch step's as softmax(logits).
+    import random
+    arch = search_spaces.get("nb201").build_supernet(C=4, N=1).architecture
+    with torch.no_grad():
+        arch.logits["cell"].copy_(torch.tensor([[3.0, 0.0, 0.0, 0.0, -1.0]] * 6))
+    arch.seed(0)
+    n, eps = 6000, 0.3
+    first, second = torch.zeros(6, 5), torch.zeros(6, 5)
+    for _ in range(n):
+        (a, b), _ = arch.sample_many("gdas", 1.0, 2, sdarts_epsilon=eps)
+        first += a.weights["cell"].detach()
+        second += b.weights["cell"].detach()
+    probs = torch.softmax(arch.logits["cell"].detach(), -1)
+    rng = random.Random(0)
+    expected = torch.stack([_reference_perturb(probs[:1], eps, rng)[0] for _ in range(20000)]).mean(0).float()
+    # Binomial standard error over 6 edges x 6000 draws: at most sqrt(0.25 / 36000) ~ 0.0026.
+    assert (first / n).mean(0).sub(expected).abs().max().item() < 0.012
+    assert (second / n).mean(0).sub(probs[0]).abs().max().item() < 0.012
+    assert (expected - probs[0]).abs().max().item() > 0.05  # the two distributions do differ
+
+
+def test_old_perturbation_key_names_the_new_one():
+    from nas.errors import UserError
+    with pytest.raises(UserError, match="search.sdarts_epsilon") as info:
+        build_config({"search": {"perturb_logits": 0.5}})
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="search.sdarts_epsilon"):
+        build_config({}, ["search.perturb_logits=0.5"])
+    with pytest.raises(UserError, match="search.sdarts_epsilon.*>= 0.03"):
+        build_config({}, ["search.sdarts_epsilon=0.01"])
+    # An older run's resolved config.yaml holds the key at 0 (off): it still loads, as the default.
+    assert build_config({"search": {"perturb_logits": 0.0}}) == build_config({})
 
 
 def test_arch_grad_clip_bounds_the_logit_gradient():

@@ -216,10 +216,26 @@ def test_supernet_layout_matches_darts_search_network():
     assert [c.reduction for c in net.cells] == [False, False, True, False, False, True, False, False]
     assert {g: tuple(p.shape) for g, p in net.architecture.logits.items()} == {"normal": (14, 8), "reduce": (14, 8)}
     assert sum(p.numel() for p in net.weight_parameters()) == 1_930_618  # DARTS's train_search "param size"
+    # model_search.py: the stem BN is affine, every cell BN is not; all keep running statistics.
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and all(not bn.track_running_stats for bn in bns)
+    assert bns and all(bn.track_running_stats for bn in bns)
+    assert net.stem[1].affine
     assert all(not bn.affine for c in net.cells for bn in c.modules() if isinstance(bn, nn.BatchNorm2d))
     assert all(m.bias is None for m in net.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_supernet_running_stats_follow_the_sampled_ops_and_batch_stats_layout_has_none():
+    net = SPACE.build_supernet(mode="gdas", num_classes=4, C=4, N=1)
+    net.architecture.seed(0)
+    net.train()(torch.randn(8, 3, 8, 8))
+    tracked = {name: m.num_batches_tracked.item() for name, m in net.named_modules()
+               if isinstance(m, nn.BatchNorm2d)}
+    assert tracked["stem.1"] == 1
+    assert 0 < sum(n == 1 for n in tracked.values()) < len(tracked)  # GDAS: only the sampled ops ran
+    flat = SPACE.build_supernet(C=4, N=1, bn_layout="batch_stats")
+    assert all(not m.track_running_stats for m in flat.modules() if isinstance(m, nn.BatchNorm2d))
+    with pytest.raises(ValueError, match="bn_layout"):
+        SPACE.build_supernet(C=4, N=1, bn_layout="tracked")
 
 
 @pytest.mark.parametrize("gdas_gate", ["", "all_ops"])

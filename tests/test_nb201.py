@@ -5,7 +5,7 @@ import torch
 import search_spaces
 from nas import UserError
 from nas.registry import Registry
-from search_spaces.nb201 import OP_NAMES, NB201Genotype
+from search_spaces.nb201 import OP_NAMES, NB201Genotype, NB201SearchCell
 
 SPACE = search_spaces.get("nb201")
 ALL_CONV3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -46,6 +46,68 @@ def test_search_cells_use_bn_without_affine_or_running_stats():
     convs = [m for cell in net.cells if hasattr(cell, "edges") for m in cell.modules()
              if isinstance(m, torch.nn.Conv2d)]
     assert all(c.bias is not None for c in convs)  # NB201: conv bias exactly when BN has no affine
+
+
+def _macro_bns(net):
+    """The stem, residual-reduction and head BNs (everything outside the search cells)."""
+    return [m for name, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)
+            and not any(isinstance(c, NB201SearchCell) and name.startswith(f"cells.{i}.")
+                        for i, c in enumerate(net.cells))]
+
+
+def test_supernet_macro_bns_keep_running_stats_as_the_official_gdas_supernet():
+    # TinyNetworkGDAS: stem Conv+BN, ResNetBasicblock and the head BN with default BNs (affine, running stats).
+    net = SPACE.build_supernet(C=8, N=2)
+    bns = _macro_bns(net)
+    assert len(bns) == 1 + 2 * 2 + 1  # stem, two BNs in each of the two residual blocks, head
+    assert all(bn.affine and bn.track_running_stats for bn in bns)
+    x = torch.randn(16, 3, 8, 8) * 3 + 1
+    net.train()(x)
+    assert all(bn.num_batches_tracked.item() == 1 for bn in bns)
+    assert bns[0].running_mean.abs().sum() > 0  # the stem BN saw the batch
+    # In eval the stem and head use those running statistics: their output for one image does not
+    # depend on its batch mates (the search cells still normalise with batch statistics).
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(net.stem(x[:1]), net.stem(x)[:1], atol=1e-6)
+        h = torch.randn(16, 32, 2, 2)
+        assert torch.allclose(net.head(h[:1]), net.head(h)[:1], atol=1e-6)
+
+
+def test_batch_stats_layout_normalises_every_supernet_bn_with_batch_statistics():
+    net = SPACE.build_supernet(C=8, N=2, bn_layout="batch_stats")
+    assert all(not m.track_running_stats for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    net.eval()
+    x = torch.randn(16, 3, 8, 8)
+    with torch.no_grad():
+        assert not torch.allclose(net(x[:2])[:1], net(x)[:1], atol=1e-4)  # batch statistics in eval too
+
+
+def test_unknown_bn_layout_is_refused():
+    with pytest.raises(ValueError, match="bn_layout"):
+        SPACE.build_supernet(C=8, N=1, bn_layout="tracked")
+
+
+def test_supernet_has_the_official_gdas_supernets_parameter_count():
+    # TinyNetworkGDAS(C=16, N=5, 10 classes), counted from its definition: the macro skeleton
+    # (as above, 73,306) plus 5 search cells per width c in (16, 32, 64), each with 6 edges of
+    # nor_conv_1x1 (c*c + c: conv with bias, BN without affine) and nor_conv_3x3 (9*c*c + c).
+    skeleton = 432 + 32 + (4608 + 64 + 9216 + 64 + 512) + (18432 + 128 + 36864 + 128 + 2048) + 128 + 650
+    cells = sum(5 * 6 * (10 * c * c + 2 * c) for c in (16, 32, 64))
+    net = SPACE.build_supernet(C=16, N=5, num_classes=10)
+    assert sum(p.numel() for p in net.weight_parameters()) == skeleton + cells == 1_692_826
+
+
+def test_supernet_matches_the_official_tiny_network_gdas_module_by_module():
+    search_model_gdas = pytest.importorskip("xautodl.models.cell_searchs.search_model_gdas")
+    official = search_model_gdas.TinyNetworkGDAS(16, 5, 4, 10, list(OP_NAMES), False, False)
+    ours = SPACE.build_supernet(C=16, N=5, num_classes=10)
+    assert [tuple(p.shape) for p in official.get_weights()] == [tuple(p.shape) for p in ours.weight_parameters()]
+    flags = lambda net: [(m.num_features, m.affine, m.track_running_stats) for m in net.modules()
+                         if isinstance(m, torch.nn.BatchNorm2d)]
+    assert flags(official) == flags(ours)
+    assert [tuple(b.shape) for b in official.buffers()] == [tuple(b.shape) for b in ours.buffers()
+                                                             if b.dtype != torch.bool]
 
 
 def test_discrete_network_uses_affine_bn_and_no_conv_bias():
