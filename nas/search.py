@@ -25,6 +25,7 @@ from timm.utils import distribute_bn
 from tqdm import tqdm
 
 from .architecture import ArchSample
+from .batch_statistics import batch_statistics
 from .choice import ChoiceLayer
 from .derive import derive_with_caps
 from .checkpoint import rng_state, set_rng_state
@@ -235,16 +236,19 @@ class Searcher(EpochLoop):
 
     @torch.no_grad()
     def _evaluate(self, loader: TensorLoader, sample: ArchSample) -> tuple[float, float]:
+        # Every BN with batch statistics: running averages over sampled architectures fit none of them
+        # (see nas.batch_statistics); the running statistics themselves are left as they are.
         self.supernet.eval()
         loss_sum = torch.zeros((), device=loader.device)
         correct = torch.zeros((), device=loader.device, dtype=torch.long)
         n = 0
         try:
-            for x, y in loader.epoch(0):
-                logits = self.supernet.forward_sample(x, sample)  # [B, num_classes]
-                loss_sum += F.cross_entropy(logits, y, reduction="sum")
-                correct += (logits.argmax(1) == y).sum()
-                n += y.numel()
+            with batch_statistics(self.supernet):
+                for x, y in loader.epoch(0):
+                    logits = self.supernet.forward_sample(x, sample)  # [B, num_classes]
+                    loss_sum += F.cross_entropy(logits, y, reduction="sum")
+                    correct += (logits.argmax(1) == y).sum()
+                    n += y.numel()
         finally:
             self.supernet.train()
         totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(n), device=loss_sum.device)])

@@ -52,7 +52,7 @@ def test_bn_layout_key_reaches_the_supernet_and_is_refused_where_a_space_lacks_i
     for layout, tracked in (("official", True), ("batch_stats", False)):
         net = build_searcher(build_config({}, tiny + [f"model.bn_layout={layout}"]), log=quiet).supernet
         assert net.bn_layout == layout and net.stem[1].track_running_stats is tracked
-    assert load_config(CONFIGS / "quickstart.yaml").model.bn_layout == "batch_stats"
+    assert load_config(CONFIGS / "quickstart.yaml").model.bn_layout == "official"
     with pytest.raises(UserError, match="model.bn_layout"):
         build_config({}, ["model.bn_layout=tracked"])
     with pytest.raises(UserError, match="not available in the mobilenet space"):
