@@ -104,8 +104,11 @@ def official_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
 
 
 def official_tau(epoch: int, epochs: int, tau_max: float, tau_min: float) -> float:
-    """The script's temperature: ``tau_max - (tau_max - tau_min) * epoch / (total_epoch - 1)``."""
-    return tau_max - (tau_max - tau_min) * epoch / (epochs - 1)
+    """The script's temperature: ``tau_max - (tau_max - tau_min) * epoch / (total_epoch - 1)``.
+
+    A one-epoch run (which the script divides by zero on) gets ``tau_min``.
+    """
+    return tau_max - (tau_max - tau_min) * (epoch / (epochs - 1) if epochs > 1 else 1.0)
 
 
 def official_step(net: nn.Module, w_opt, a_opt, x, y, xv, yv, clip: float = 5.0, clip_arch: bool = True,
