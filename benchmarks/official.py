@@ -125,15 +125,19 @@ def official_step(net: nn.Module, w_opt, a_opt, x, y, xv, yv, clip: float = 5.0,
 
     Returns:
         Tensors (no host sync): ``loss``, ``correct``, ``arch_loss``,
-        ``arch_correct`` and ``clip_norm``, the total norm the clip saw.
+        ``arch_correct``, ``clip_norm`` (the total norm the clip saw) and
+        ``weight_norm`` (the weights' gradient norm alone).
     """
     mark()
     w_opt.zero_grad()
     _, logits = net(x)
     loss = F.cross_entropy(logits, y)
     loss.backward()
-    params = list(net.parameters()) if clip_arch else net.get_weights()
-    norm = nn.utils.clip_grad_norm_(params, clip)
+    weights = net.get_weights()
+    # The weights' own gradient norm, measured before the clip (for the record; no sync).
+    weight_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in weights
+                                                        if p.grad is not None]))
+    norm = nn.utils.clip_grad_norm_(list(net.parameters()) if clip_arch else weights, clip)
     w_opt.step()
     correct = (logits.detach().argmax(1) == y).sum()
     mark()
@@ -144,4 +148,5 @@ def official_step(net: nn.Module, w_opt, a_opt, x, y, xv, yv, clip: float = 5.0,
     a_opt.step()
     mark()
     return {"loss": loss.detach(), "correct": correct, "arch_loss": arch_loss.detach(),
-            "arch_correct": (logits_v.detach().argmax(1) == yv).sum(), "clip_norm": norm.detach()}
+            "arch_correct": (logits_v.detach().argmax(1) == yv).sum(), "clip_norm": norm.detach(),
+            "weight_norm": weight_norm.detach()}

@@ -163,6 +163,7 @@ def search_official(cfg: Config, log: Callable[[str], None], clip_arch: bool = T
     s = cfg.search
     w_opt, a_opt = official_optimizers(net, s)
     clip = s.grad_clip if s.grad_clip > 0 else float("inf")
+    clip_record: list[dict] = []
     started = time.perf_counter()
     for epoch in range(s.epochs):
         for group in w_opt.param_groups:
@@ -170,6 +171,7 @@ def search_official(cfg: Config, log: Callable[[str], None], clip_arch: bool = T
         net.set_tau(official_tau(epoch, s.epochs, s.tau_max, s.tau_min))
         net.train()
         sums = {"loss": 0.0, "arch_loss": 0.0}
+        norms = []
         val = data.val.cycle(epoch)
         t0, n = time.perf_counter(), 0
         for x, y in data.train.epoch(epoch):
@@ -179,7 +181,9 @@ def search_official(cfg: Config, log: Callable[[str], None], clip_arch: bool = T
                 raise RuntimeError(f"official search: non-finite loss at epoch {epoch + 1}")
             sums["loss"] += float(out["loss"])
             sums["arch_loss"] += float(out["arch_loss"])
+            norms.append((float(out["weight_norm"]), float(out["clip_norm"])))
             n += 1
+        clip_record.append(clip_statistics(norms, clip))
         log(f"epoch {epoch + 1:>3}/{s.epochs}  tau {net.get_tau():.3f}  train loss {sums['loss'] / n:.3f}  "
             f"arch loss {sums['arch_loss'] / n:.3f}  {time.perf_counter() - t0:.1f}s")
     with torch.no_grad():
@@ -187,7 +191,24 @@ def search_official(cfg: Config, log: Callable[[str], None], clip_arch: bool = T
     genotype = derive_with_caps(space, {"cell": probs}, cfg.model.derivation or None, cfg.model.max_skip,
                                 cfg.model.max_parameter_free, cfg.model.derive_exclude)
     return {"genotype": space.format(genotype), "official_genotype": net.genotype().tostr(),
-            "probabilities": _rounded(probs), "search_time": time.perf_counter() - started, **batch_record(data)}
+            "probabilities": _rounded(probs), "search_time": time.perf_counter() - started, "clip": clip_record,
+            **batch_record(data)}
+
+
+def clip_statistics(norms: list[tuple[float, float]], clip: float) -> dict:
+    """One epoch of the weight step's clip: the weights' gradient norm ``w`` and the norm the clip saw ``t``.
+
+    The clip scales the weight step by ``min(1, clip / t)``; clipping the
+    weights alone would scale it by ``min(1, clip / w)``. Reported: the mean
+    of both norms, how often each would clip, and the mean ratio of the two
+    scales (1: the logits' gradients change nothing).
+    """
+    scale_w = [min(1.0, clip / w) if w > 0 else 1.0 for w, _ in norms]
+    scale_t = [min(1.0, clip / t) if t > 0 else 1.0 for _, t in norms]
+    return {"weight_norm": statistics.fmean(w for w, _ in norms), "clipped_norm": statistics.fmean(t for _, t in norms),
+            "clipped_fraction_weights_only": statistics.fmean(float(w > clip) for w, _ in norms),
+            "clipped_fraction": statistics.fmean(float(t > clip) for _, t in norms),
+            "scale_ratio": statistics.fmean(a / b for a, b in zip(scale_t, scale_w))}
 
 
 def _rounded(probs: torch.Tensor) -> list[list[float]]:
@@ -265,10 +286,17 @@ def difference(a: dict, b: dict) -> dict:
 # --------------------------------------------------------------------------- the comparison
 
 def run_comparison(search_config: str, final_config: str, seeds: int, retrain_seeds: int, out: Path,
-                   overrides: list[str] = (), say: Callable[[str], None] = print) -> dict:
-    """Runs every unfinished job of the comparison and returns (and writes) its results."""
+                   overrides: list[str] = (), say: Callable[[str], None] = print, from_seed: int = 0) -> dict | None:
+    """Runs every unfinished job of the comparison and returns (and writes) its results.
+
+    ``from_seed > 0`` runs only the jobs of seeds ``from_seed..seeds-1`` and
+    returns None: a share of the work for another process; a run without it
+    collects the table.
+    """
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
+    if not 0 <= from_seed < seeds:
+        raise UserError(f"--from-seed must be in 0..{seeds - 1}, got {from_seed}")
     if retrain_seeds < 1:
         raise UserError(f"--retrain-seeds must be >= 1, got {retrain_seeds}")
     import search_spaces  # noqa: F401  (registers the spaces)
@@ -282,7 +310,8 @@ def run_comparison(search_config: str, final_config: str, seeds: int, retrain_se
                         f"{search_cfgs[0].model.space!r}; set model.space in {final_config}")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    total, done = 2 * seeds * (1 + retrain_seeds), 0
+    search_cfgs = search_cfgs[from_seed:]
+    total, done = 2 * len(search_cfgs) * (1 + retrain_seeds), 0
 
     def report(name: str, what: str, skipped: bool, t0: float) -> None:
         nonlocal done
@@ -321,6 +350,8 @@ def run_comparison(search_config: str, final_config: str, seeds: int, retrain_se
             if impl == "official":
                 cell["official_genotype"] = records[impl]["official_genotype"]
             results["implementations"].setdefault(impl, []).append(cell)
+    if from_seed:
+        return None
     summary = {impl: summarize_implementation(cells) for impl, cells in results["implementations"].items()}
     command = ["python benchmarks/official_comparison.py", "--search-config", search_config, "--final-config",
                final_config, "--seeds", str(seeds), "--retrain-seeds", str(retrain_seeds), "--out", str(out),
@@ -381,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=4, help="search seeds 0..S-1 per implementation (default 4)")
     p.add_argument("--retrain-seeds", type=int, default=3, help="retrainings of each cell, seeds 0..R-1 (default 3)")
     p.add_argument("--out", required=True, help="the comparison's dir; rerunning with the same dir resumes")
+    p.add_argument("--from-seed", type=int, default=0,
+                   help="run only seeds K..S-1 and write no table (to share one comparison between processes; "
+                        "a run without it then collects the table)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -395,7 +429,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     results = run_comparison(args.search_config, args.final_config, args.seeds, args.retrain_seeds,
-                             Path(args.out), args.overrides, say=lambda m: print(m, flush=True))
+                             Path(args.out), args.overrides, say=lambda m: print(m, flush=True),
+                             from_seed=args.from_seed)
+    if results is None:
+        print(f"seeds {args.from_seed}..{args.seeds - 1} done; rerun without --from-seed for the table")
+        return 0
     print(format_markdown(results))
     print(f"wrote {Path(args.out) / RESULTS_MD} and {Path(args.out) / RESULTS_JSON}")
     return 0
