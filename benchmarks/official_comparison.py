@@ -285,25 +285,27 @@ def difference(a: dict, b: dict) -> dict:
 
 # --------------------------------------------------------------------------- the comparison
 
-def run_comparison(search_config: str, final_config: str, seeds: int, retrain_seeds: int, out: Path,
+def run_comparison(search_config: str, final_config: str, seeds: int | list[int], retrain_seeds: int, out: Path,
                    overrides: list[str] = (), say: Callable[[str], None] = print, from_seed: int = 0) -> dict | None:
     """Runs every unfinished job of the comparison and returns (and writes) its results.
 
-    ``from_seed > 0`` runs only the jobs of seeds ``from_seed..seeds-1`` and
+    ``seeds``: a count ``S`` (seeds ``0..S-1``) or a list of seeds.
+    ``from_seed > 0`` runs only the jobs of seeds ``from_seed..S-1`` and
     returns None: a share of the work for another process; a run without it
     collects the table.
     """
-    if seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {seeds}")
-    if not 0 <= from_seed < seeds:
-        raise UserError(f"--from-seed must be in 0..{seeds - 1}, got {from_seed}")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else sorted(set(seeds))
+    if not seed_list or min(seed_list) < 0:
+        raise UserError(f"--seeds must be >= 1 (or a list of seeds >= 0), got {seeds}")
+    if not 0 <= from_seed < len(seed_list):
+        raise UserError(f"--from-seed must be in 0..{len(seed_list) - 1}, got {from_seed}")
     if retrain_seeds < 1:
         raise UserError(f"--retrain-seeds must be >= 1, got {retrain_seeds}")
     import search_spaces  # noqa: F401  (registers the spaces)
     from nas.experiment import run_retrain_job
 
     all_overrides = [*DEFAULT_OVERRIDES, *overrides, *FIXED_OVERRIDES]
-    search_cfgs = [load_config(search_config, [*all_overrides, f"seed={s}"]) for s in range(seeds)]
+    search_cfgs = [load_config(search_config, [*all_overrides, f"seed={s}"]) for s in seed_list]
     final_cfgs = [load_config(final_config, [f"seed={r}"]) for r in range(retrain_seeds)]
     if final_cfgs[0].model.space != search_cfgs[0].model.space:
         raise UserError(f"the final config trains {final_cfgs[0].model.space!r} networks but the search is in "
@@ -354,11 +356,12 @@ def run_comparison(search_config: str, final_config: str, seeds: int, retrain_se
         return None
     summary = {impl: summarize_implementation(cells) for impl, cells in results["implementations"].items()}
     command = ["python benchmarks/official_comparison.py", "--search-config", search_config, "--final-config",
-               final_config, "--seeds", str(seeds), "--retrain-seeds", str(retrain_seeds), "--out", str(out),
+               final_config, "--seeds", ",".join(map(str, seed_list)) if not isinstance(seeds, int) else str(seeds),
+               "--retrain-seeds", str(retrain_seeds), "--out", str(out),
                *overrides]
     results.update({
         "command": " ".join(command), "search_config": search_config, "final_config": final_config,
-        "overrides": all_overrides, "seeds": seeds, "retrain_seeds": retrain_seeds,
+        "overrides": all_overrides, "seeds": seed_list, "retrain_seeds": retrain_seeds,
         "same_batches": same_batches, "summary": summary,
         "difference_ours_minus_official": difference(summary["ours"], summary["official"]),
         "wall_time_this_invocation": time.perf_counter() - started,
@@ -371,6 +374,10 @@ def run_comparison(search_config: str, final_config: str, seeds: int, retrain_se
     return results
 
 
+def _seeds(seeds: list[int]) -> str:
+    return f"0..{len(seeds) - 1}" if seeds == list(range(len(seeds))) else ", ".join(map(str, seeds))
+
+
 def _cell(genotype: str) -> str:
     return "`" + genotype.replace("|", "\\|") + "`"
 
@@ -379,7 +386,7 @@ def format_markdown(results: dict) -> str:
     """The summary table, the difference, then every cell with its retrainings."""
     r = results
     lines = [f"`{r['command']}`", "",
-             f"Search: `{r['search_config']}` + `{' '.join(r['overrides'])}`, seeds 0..{r['seeds'] - 1}; "
+             f"Search: `{r['search_config']}` + `{' '.join(r['overrides'])}`, seeds {_seeds(r['seeds'])}; "
              f"retraining: `{r['final_config']}`, seeds 0..{r['retrain_seeds'] - 1}. Both sides read the same "
              f"batches: {'yes' if r['same_batches'] else 'NO'}. Test accuracy (%); the standard error is over "
              "search seeds (per-cell means).", "",
@@ -403,13 +410,22 @@ def format_markdown(results: dict) -> str:
 
 # --------------------------------------------------------------------------- command line
 
+def _seed_arg(text: str) -> int | list[int]:
+    try:
+        return [int(t) for t in text.split(",")] if "," in text else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a comma-separated list of seeds, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/official_comparison.py",
                                 description="This project's GDAS search against the official GDAS code.")
     p.add_argument("--search-config", default="configs/quickstart.yaml", help="(default: configs/quickstart.yaml)")
     p.add_argument("--final-config", default="configs/experiment_final_clutter.yaml",
                    help="the retraining budget (default: configs/experiment_final_clutter.yaml)")
-    p.add_argument("--seeds", type=int, default=4, help="search seeds 0..S-1 per implementation (default 4)")
+    p.add_argument("--seeds", type=_seed_arg, default=4,
+                   help="search seeds per implementation: a count S (seeds 0..S-1) or a comma-separated list "
+                        "(default 4)")
     p.add_argument("--retrain-seeds", type=int, default=3, help="retrainings of each cell, seeds 0..R-1 (default 3)")
     p.add_argument("--out", required=True, help="the comparison's dir; rerunning with the same dir resumes")
     p.add_argument("--from-seed", type=int, default=0,
@@ -432,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
                              Path(args.out), args.overrides, say=lambda m: print(m, flush=True),
                              from_seed=args.from_seed)
     if results is None:
-        print(f"seeds {args.from_seed}..{args.seeds - 1} done; rerun without --from-seed for the table")
+        print("those seeds are done; rerun without --from-seed for the table")
         return 0
     print(format_markdown(results))
     print(f"wrote {Path(args.out) / RESULTS_MD} and {Path(args.out) / RESULTS_JSON}")
