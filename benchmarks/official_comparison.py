@@ -286,12 +286,14 @@ def difference(a: dict, b: dict) -> dict:
 # --------------------------------------------------------------------------- the comparison
 
 def run_comparison(search_config: str, final_config: str, seeds: int | list[int], retrain_seeds: int, out: Path,
-                   overrides: list[str] = (), say: Callable[[str], None] = print, from_seed: int = 0) -> dict | None:
+                   overrides: list[str] = (), say: Callable[[str], None] = print, from_seed: int = 0,
+                   implementations: tuple[str, ...] = IMPLEMENTATIONS) -> dict | None:
     """Runs every unfinished job of the comparison and returns (and writes) its results.
 
     ``seeds``: a count ``S`` (seeds ``0..S-1``) or a list of seeds.
     ``from_seed > 0`` runs only the jobs of seeds ``from_seed..S-1`` and
-    returns None: a share of the work for another process; a run without it
+    returns None, and so does a run of one implementation only: a share of the
+    work for another process; a run of every seed and both implementations
     collects the table.
     """
     seed_list = list(range(seeds)) if isinstance(seeds, int) else sorted(set(seeds))
@@ -313,7 +315,10 @@ def run_comparison(search_config: str, final_config: str, seeds: int | list[int]
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     search_cfgs = search_cfgs[from_seed:]
-    total, done = 2 * len(search_cfgs) * (1 + retrain_seeds), 0
+    if not implementations or set(implementations) - set(IMPLEMENTATIONS):
+        raise UserError(f"--implementations must name some of {', '.join(IMPLEMENTATIONS)}, got {implementations}")
+    implementations = [i for i in IMPLEMENTATIONS if i in implementations]
+    total, done = len(implementations) * len(search_cfgs) * (1 + retrain_seeds), 0
 
     def report(name: str, what: str, skipped: bool, t0: float) -> None:
         nonlocal done
@@ -326,18 +331,19 @@ def run_comparison(search_config: str, final_config: str, seeds: int | list[int]
     same_batches = True
     for cfg in search_cfgs:
         records = {}
-        for impl in IMPLEMENTATIONS:
+        for impl in implementations:
             job = out / f"{impl}-seed{cfg.seed}"
             t0 = time.perf_counter()
             records[impl], skipped = run_search(impl, cfg, job)
             report(job.name, f"search: {records[impl]['genotype']}", skipped, t0)
-        a, b = records["ours"], records["official"]
-        same = (a["train_batches"] == b["train_batches"] and a["val_batches"] == b["val_batches"]
-                and a["steps"] == b["steps"])
-        if not same:
-            say(f"WARNING: seed {cfg.seed}: the two searches read different batches")
-        same_batches &= same
-        for impl in IMPLEMENTATIONS:
+        if len(records) == 2:
+            a, b = records["ours"], records["official"]
+            same = (a["train_batches"] == b["train_batches"] and a["val_batches"] == b["val_batches"]
+                    and a["steps"] == b["steps"])
+            if not same:
+                say(f"WARNING: seed {cfg.seed}: the two searches read different batches")
+            same_batches &= same
+        for impl in implementations:
             job = out / f"{impl}-seed{cfg.seed}"
             accs, train_time = [], 0.0
             for final_cfg in final_cfgs:
@@ -352,7 +358,7 @@ def run_comparison(search_config: str, final_config: str, seeds: int | list[int]
             if impl == "official":
                 cell["official_genotype"] = records[impl]["official_genotype"]
             results["implementations"].setdefault(impl, []).append(cell)
-    if from_seed:
+    if from_seed or len(implementations) < 2:
         return None
     summary = {impl: summarize_implementation(cells) for impl, cells in results["implementations"].items()}
     command = ["python benchmarks/official_comparison.py", "--search-config", search_config, "--final-config",
@@ -431,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-seed", type=int, default=0,
                    help="run only seeds K..S-1 and write no table (to share one comparison between processes; "
                         "a run without it then collects the table)")
+    p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
+                   help="run only these (comma-separated; default: both) and write no table, like --from-seed")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -446,7 +454,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     results = run_comparison(args.search_config, args.final_config, args.seeds, args.retrain_seeds,
                              Path(args.out), args.overrides, say=lambda m: print(m, flush=True),
-                             from_seed=args.from_seed)
+                             from_seed=args.from_seed,
+                             implementations=tuple(i.strip() for i in args.implementations.split(",")))
     if results is None:
         print("those seeds are done; rerun without --from-seed for the table")
         return 0
