@@ -124,6 +124,16 @@ def test_comparison_searches_same_batches_and_resumes(tmp_path):
     again = oc.run_comparison("configs/quickstart.yaml", str(final), 1, 1, out, TINY_SEARCH, say=lines.append)
     assert len(lines) == 8 and all("skipped" in line for line in lines[4:])
     assert json.dumps(again["summary"]) == json.dumps(results["summary"])  # nan (one seed) included
+    # The clip check reruns the official search clipping the weights only, against this one.
+    from benchmarks.official_differences import check_clip
+    from nas.config import load_config
+    cfg = load_config("configs/quickstart.yaml", [*oc.DEFAULT_OVERRIDES, *TINY_SEARCH, *oc.FIXED_OVERRIDES, "seed=0"])
+    clip = check_clip(cfg, out / "official-seed0" / "search.json", log=lambda m: None)
+    assert clip["genotype_shipped"] == official["genotype"] and len(clip["clip_weights_only_run"]) == 2
+    assert clip["same_genotype"] == (clip["genotype_weights_only"] == official["genotype"])
+    with pytest.raises(oc.UserError, match="another config"):
+        check_clip(load_config("configs/quickstart.yaml", [*oc.DEFAULT_OVERRIDES, *TINY_SEARCH, "seed=0"]),
+                   out / "official-seed0" / "search.json", log=lambda m: None)
 
 
 @needs_xautodl
