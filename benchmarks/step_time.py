@@ -98,6 +98,8 @@ from nas.config import SearchConfig  # noqa: E402
 from nas.data import build_search_data, make_synthetic  # noqa: E402
 from nas.search import Searcher  # noqa: E402
 
+from benchmarks.official import build_official, import_official, official_optimizers, official_step  # noqa: E402
+
 SPACE_N = {"nb201": 5, "darts": 2}  # cells per stage: NB201's 5, DARTS search's 2 (8 cells)
 MODES = ("gdas", "snas", "darts")
 VARIANTS = MODES + ("floor", "path", "official")
@@ -366,46 +368,24 @@ def discrete_variant(name: str, net: nn.Module, params: list[nn.Parameter], batc
 
 def official_variant(name: str, args, batches, indices: list[int], device, channels_last) -> Variant | None:
     """The official GDAS NAS-Bench-201 supernet, stepped like its ``search_func``; None without xautodl."""
-    try:
-        from xautodl.models.cell_searchs import TinyNetworkGDAS
-        from xautodl.models import get_search_spaces
-    except ImportError:
+    if import_official() is None:
         return None
     torch.manual_seed(args.seed)
-    # affine=False as the official script; track_running_stats=False as this project's supernet (BN0).
-    net = TinyNetworkGDAS(C=args.C, N=args.N["nb201"], max_nodes=4, num_classes=args.classes,
-                          search_space=get_search_spaces("cell", "nas-bench-201"), affine=False,
-                          track_running_stats=False).to(device)
+    # affine=False, track_running_stats=False in the cells: the script's BN=0 setting, as this project's supernet.
+    net = build_official(args.C, args.N["nb201"], args.classes).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     _pin(net.arch_parameters, indices)
     net.set_tau(TAU)
-    s = SearchConfig()
     # GDAS.config: SGD 0.025, momentum 0.9, nesterov, wd 5e-4 on get_weights(); Adam (0.5, 0.999), wd 1e-3.
-    w_opt = torch.optim.SGD(net.get_weights(), lr=s.lr, momentum=s.momentum, nesterov=True,
-                            weight_decay=s.weight_decay)
-    a_opt = torch.optim.Adam(net.get_alphas(), lr=s.arch_lr, betas=(0.5, 0.999), weight_decay=s.arch_weight_decay)
+    w_opt, a_opt = official_optimizers(net, SearchConfig())
     _prime_momentum(net.get_weights(), w_opt)
     net.train()
-    criterion = nn.CrossEntropyLoss()
     x, y = _to_format(batches["x"], channels_last), batches["y"]
     xv, yv = _to_format(batches["xv"], channels_last), batches["yv"]
 
     def run(mark):
-        mark()
-        w_opt.zero_grad()
-        _, logits = net(x)
-        base_loss = criterion(logits, y)
-        base_loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), 5)
-        w_opt.step()
-        mark()
-        a_opt.zero_grad()
-        _, logits = net(xv)
-        arch_loss = criterion(logits, yv)
-        arch_loss.backward()
-        a_opt.step()
-        mark()
+        official_step(net, w_opt, a_opt, x, y, xv, yv, mark=mark)
 
     return Variant(name, run, lambda: _state_tensors([net], [w_opt, a_opt]), lambda: list(net.parameters()),
                    note="xautodl TinyNetworkGDAS, GDAS.py search_func step (BN0)")
