@@ -64,8 +64,6 @@ def resolve_run(args: argparse.Namespace, default_config: Path, checkpoint: str)
             raise UserError(f"{str(out)!r} is not a run directory (no {CONFIG}); pass the --out of an earlier run")
         if args.out and Path(args.out) != out:
             raise UserError("--out and --resume name different directories; --resume continues in place")
-        if _main_process():
-            lock_run_dir(out)
         saved = read_yaml(out / CONFIG)
         cfg = build_config(saved)
         if args.config or args.overrides:
@@ -74,14 +72,16 @@ def resolve_run(args: argparse.Namespace, default_config: Path, checkpoint: str)
             if changed:
                 raise UserError(f"--resume {out} was run with a different config ({', '.join(changed)} differ); "
                                 "drop --config/overrides or start a new run with --out")
+        if _main_process():  # last: a bad invocation reports its own problem, not a run it would not disturb
+            lock_run_dir(out)
         return cfg, out
     config_path = Path(args.config) if args.config else default_config
     cfg = load_config(config_path, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (out / LOCK).exists() and _main_process():
-        lock_run_dir(out)  # refuses a directory another run is using
     if (out / checkpoint).exists():
         raise UserError(f"{str(out)!r} already holds a run; continue it with --resume {out} or choose another --out")
+    if (out / LOCK).exists() and _main_process():
+        lock_run_dir(out)  # refuses a directory another run is using
     return cfg, out
 
 

@@ -330,12 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """The command: runs the experiment and prints the markdown table."""
-    if not 1 <= args.threads <= 1024:
-        raise UserError(f"--threads must be in [1, 1024], got {args.threads}")
-    if not 1 <= args.seeds <= 1000:
-        raise UserError(f"--seeds must be in [1, 1000], got {args.seeds}")
-    if not 1 <= args.random <= 10_000:
-        raise UserError(f"--random must be in [1, 10,000], got {args.random}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    for flag, value, high in (("--threads", args.threads, 1024), ("--seeds", args.seeds, 1000),
+                              ("--random", args.random, 10_000)):
+        if value > high:  # each is a process-long loop or thread pool: a huge value only exhausts the machine
+            raise UserError(f"{flag} must be <= {high:,}, got {value}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     try:

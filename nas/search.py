@@ -296,15 +296,19 @@ class Searcher(EpochLoop):
                 loss, correct, ok, skipped = self.joint_step(x, y, samples[0])
             else:
                 loss, correct, ok, skipped = self.weight_step(x, y, samples[0])
-            sums["loss"] += loss * y.numel()
-            sums["correct"] += correct
-            counts["seen"] += y.numel()
+            # A skipped step (skip mode: its decision is already on the host) adds nothing to the sums,
+            # so the epoch's metrics stay finite.
+            if not (s.on_nonfinite == "skip" and bool(skipped)):
+                sums["loss"] += loss * y.numel()
+                sums["correct"] += correct
+                counts["seen"] += y.numel()
             if bilevel:
                 xv, yv = next(val_batches)
                 arch_loss, arch_correct, arch_ok, arch_skipped = self.arch_step(xv, yv, samples[1])
-                sums["arch_loss"] += arch_loss * yv.numel()
-                sums["arch_correct"] += arch_correct
-                counts["arch_seen"] += yv.numel()
+                if not (s.on_nonfinite == "skip" and bool(arch_skipped)):
+                    sums["arch_loss"] += arch_loss * yv.numel()
+                    sums["arch_correct"] += arch_correct
+                    counts["arch_seen"] += yv.numel()
                 skipped = skipped + arch_skipped
             if s.on_nonfinite == "skip":
                 counts["skipped"] += int(skipped)  # already synchronised by the skip decision
@@ -342,6 +346,8 @@ class Searcher(EpochLoop):
 
     def _epoch_metrics(self, epoch: int, tau: float, totals: dict, counts: dict, elapsed: float) -> dict:
         s = self.s
+        if counts["seen"] == 0:  # skip mode skipped every weight step: nothing was learned
+            raise self.diverged(epoch, what="loss or gradient (every weight step was skipped)")
         probs = self.supernet.architecture.probabilities()
         entropy = self.supernet.architecture.entropy()
         metrics: dict[str, Any] = {
