@@ -20,7 +20,7 @@ from .cost import CostConfig
 from .errors import UserError
 from .gumbel import TAU_SCHEDULES
 from .straight_through import GATE_RULES
-from .yamlio import YAMLRefused, brief, describe_yaml_error, load_yaml, read_yaml_file
+from .yamlio import YAMLRefused, brief, flatten, describe_yaml_error, load_yaml, read_yaml_file
 
 # Upper bounds on values that only ever exhaust memory when set huge (each error names its key and bound).
 MAX_SEED = 2**32 - 1            # NumPy's seed range; the data order mixes the seed into 64-bit generator seeds
@@ -340,13 +340,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
 
 def diff_configs(a: Config, b: Config) -> list[str]:
     """Dotted keys whose values differ between two configs."""
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-    fa, fb = flat(a.to_dict()), flat(b.to_dict())
+    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
     return sorted(k for k in fa if fa[k] != fb.get(k))

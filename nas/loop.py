@@ -35,7 +35,7 @@ import torch
 from .checkpoint import load_checkpoint, remove_torn_writes, save_checkpoint
 from .distributed import DistContext, StopControl
 from .errors import UserError
-from .yamlio import brief
+from .yamlio import brief, flatten
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -72,16 +72,6 @@ class RunDiverged(Exception):
 
 class RunWriteFailed(UserError):
     """A run-directory file could not be written (disk full, file too large, ...); the last checkpoint is intact."""
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _nonfinite_numbers(value: Any, prefix: str = "") -> list[str]:
@@ -330,7 +320,7 @@ class EpochLoop:
         if not isinstance(saved, dict):
             raise UserError(f"checkpoint {str(checkpoint)!r} does not record the config it was written under; "
                             "it cannot be checked against this run: start a new run")
-        mine, theirs = _flat(self.run_config), _flat(saved)
+        mine, theirs = flatten(self.run_config), flatten(saved)
         changed = sorted(k for k in mine if k in theirs and mine[k] != theirs[k])
         if changed:
             raise UserError(f"checkpoint {str(checkpoint)!r} was written by a run with another config "

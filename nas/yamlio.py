@@ -10,7 +10,8 @@ Every YAML file or override the project reads goes through ``load_yaml``:
 * input longer than ``MAX_YAML_BYTES`` is refused before parsing;
 * ``3e-4`` reads as a float (YAML 1.1 wants ``3.0e-4``).
 
-``brief`` shortens any value echoed in an error message.
+``brief`` shortens any value echoed in an error message; ``flatten`` gives a
+nested mapping (a config as YAML holds it) dotted keys.
 """
 from __future__ import annotations
 
@@ -70,6 +71,17 @@ StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"))
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a nested mapping with dotted keys."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def load_yaml(text: str) -> Any:

@@ -14,19 +14,10 @@ import yaml
 
 from nas.config import Config, build_config, diff_configs, load_config, parse_override, read_yaml
 from nas.errors import UserError
+from nas.yamlio import flatten
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 # --------------------------------------------------------------------------- loading
@@ -49,8 +40,8 @@ def test_configs_folder_is_not_empty():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
-    written = _flat(yaml.safe_load(path.read_text()) or {})
-    loaded = _flat(cfg.to_dict())
+    written = flatten(yaml.safe_load(path.read_text()) or {})
+    loaded = flatten(cfg.to_dict())
     for key, value in written.items():
         assert loaded[key] == value, key
     assert build_config(cfg.to_dict()) == cfg
@@ -98,9 +89,9 @@ def test_file_values_and_overrides_combine(tmp_path):
 ])
 def test_override_values_are_yaml_typed(text, key, value):
     cfg = load_config(overrides=[text])
-    got = _flat(cfg.to_dict())[key]
+    got = flatten(cfg.to_dict())[key]
     assert got == value and type(got) is type(value)
-    assert diff_configs(Config(), cfg) == ([key] if value != _flat(Config().to_dict())[key] else [])
+    assert diff_configs(Config(), cfg) == ([key] if value != flatten(Config().to_dict())[key] else [])
 
 
 @pytest.mark.parametrize("text, value", [("search.arch_lr=3e-4", 3e-4), ("search.lr=1E-2", 0.01),
@@ -109,7 +100,7 @@ def test_override_accepts_exponent_floats(text, value):
     """``3e-4`` is how people write learning rates; YAML 1.1 (PyYAML) reads it as a string."""
     cfg = load_config(overrides=[text])
     key = text.split("=")[0]
-    assert _flat(cfg.to_dict())[key] == pytest.approx(value)
+    assert flatten(cfg.to_dict())[key] == pytest.approx(value)
 
 
 def test_parse_override():

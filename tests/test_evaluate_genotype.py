@@ -69,14 +69,16 @@ def darts_by_hand(net, genotype, x):
 
 @torch.no_grad()
 def loss_and_acc_by_hand(searcher, forward, genotype):
-    net = searcher.supernet.eval()
+    # Training mode: every BN normalises with the batch's statistics, as the search's evaluation must
+    # (running statistics gathered over sampled architectures fit none of them). The running statistics
+    # this updates do not enter either figure.
+    net = searcher.supernet.train()
     loss, correct, n = 0.0, 0, 0
-    for x, y in searcher.data.val_eval.epoch(0):  # the same batches (BN uses batch statistics)
+    for x, y in searcher.data.val_eval.epoch(0):  # the same batches
         logits = forward(net, genotype, x)
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
         n += y.numel()
-    net.train()
     return loss / n, 100.0 * correct / n
 
 
