@@ -228,7 +228,11 @@ class Searcher(EpochLoop):
             genotype: The space's genotype; None: ``exported_genotype()``.
         """
         genotype = self.exported_genotype() if genotype is None else genotype
-        return self._evaluate(loader, self.supernet.genotype_sample(self.space.genotype_edges(genotype)))
+        return self._evaluate(loader, self._genotype_sample(genotype))
+
+    def _genotype_sample(self, genotype: Any) -> ArchSample:
+        """The sample that runs exactly ``genotype``'s ops on the supernet (for evaluation and its cost)."""
+        return self.supernet.genotype_sample(self.space.genotype_edges(genotype))
 
     def evaluate_supernet(self, loader: TensorLoader) -> tuple[float, float]:
         """Loss and accuracy (%) of the soft supernet: every op weighted by softmax(logits), edge weights applied."""
@@ -361,8 +365,7 @@ class Searcher(EpochLoop):
             metrics["skipped_steps"] = counts["skipped"]
         genotype = self.exported_genotype(probs)
         if self.cost is not None:  # the cost of the exported genotype
-            metrics["derived_cost"] = self.cost.derived_cost(
-                self.supernet.genotype_sample(self.space.genotype_edges(genotype)))
+            metrics["derived_cost"] = self.cost.derived_cost(self._genotype_sample(genotype))
         if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
             # val_*: the exported genotype on the shared weights; supernet_val_*: the soft mixture trained in snas/darts.
             metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.data.val_eval, genotype)
