@@ -423,7 +423,7 @@ def build_variants(space_name: str, args, device: torch.device) -> tuple[list[Va
     batches = make_batches(args, device)
     supernet, sample = pinned_sample(space, args, device)
     indices = sample.indices
-    one_hot = {g: w.detach().cpu() for g, w in sample.weights.items()}
+    one_hot = {g: w.detach().cpu() for g, w in sample.coefficients.items()}
     if space_name == "nb201":
         genotype = space.derive_genotype(one_hot)
         floor_note = "space.build_network(sampled genotype): the NAS-Bench-201 network"

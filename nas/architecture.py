@@ -24,25 +24,25 @@ class ArchSample:
     """One architecture sample for a whole forward pass.
 
     Attributes:
-        weights: group -> ``[num_edges, num_ops]`` float32 weights: straight-through
+        coefficients: group -> ``[num_edges, num_ops]`` float32 op coefficients: straight-through
             one-hot (``gdas``, and the derived architecture), relaxed Gumbel-softmax
             (``snas``) or softmax (``darts``); differentiable w.r.t. the logits.
         indices: group -> the chosen op of each edge as Python ints (hard samples
             only, else None). Moved to the host once per sample, so the dispatch
             in the choice layers costs no device synchronisation. A genotype's
             sample (``Supernet.genotype_sample``) holds a tuple of op columns per edge.
-        edge_weights: group -> ``[num_edges]`` PC-DARTS edge-normalisation weights
+        edge_coefficients: group -> ``[num_edges]`` PC-DARTS edge-normalisation weights
             (softmax over the edges into each node), or None without edge normalisation.
     """
 
-    weights: dict[str, torch.Tensor]
+    coefficients: dict[str, torch.Tensor]
     indices: dict[str, list[int]] | None = None
-    edge_weights: dict[str, torch.Tensor] | None = None
+    edge_coefficients: dict[str, torch.Tensor] | None = None
 
     def detach(self) -> "ArchSample":
         """The same sample cut from the logits' graph (for steps that must not train them)."""
-        edges = None if self.edge_weights is None else {g: w.detach() for g, w in self.edge_weights.items()}
-        return ArchSample({g: w.detach() for g, w in self.weights.items()}, self.indices, edges)
+        edges = None if self.edge_coefficients is None else {g: w.detach() for g, w in self.edge_coefficients.items()}
+        return ArchSample({g: w.detach() for g, w in self.coefficients.items()}, self.indices, edges)
 
 
 class Architecture(nn.Module):
@@ -89,7 +89,7 @@ class Architecture(nn.Module):
             members = torch.tensor([[n == node for n in nodes] for node in distinct])
             self.register_buffer(f"edge_members_{group}", members, persistent=False)
 
-    def edge_weights(self) -> dict[str, torch.Tensor] | None:
+    def edge_coefficients(self) -> dict[str, torch.Tensor] | None:
         """group -> ``[num_edges]``: softmax of ``edge_logits`` over the edges into each node
         (differentiable), or None without edge normalisation."""
         if not self.edge_nodes:
@@ -107,7 +107,7 @@ class Architecture(nn.Module):
         each row scaled by its edge weight under edge normalisation (PC-DARTS: an input's score is
         edge weight x op probability)."""
         probs = self.probabilities() if probabilities is None else probabilities
-        edges = self.edge_weights()
+        edges = self.edge_coefficients()
         if edges is None:
             return probs
         return {g: p * edges[g].cpu()[:, None] if g in edges else p for g, p in probs.items()}
@@ -174,23 +174,23 @@ class Architecture(nn.Module):
             # Sampling from the perturbed distribution; a weight clipped to 0 reads as a masked op.
             return {g: torch.where(p > 0, p.log(), torch.full_like(p, self.MASKED_LOGIT)) for g, p in perturbed.items()}
 
-        edges = self.edge_weights()  # shared by the samples: the logits do not change in between
+        edges = self.edge_coefficients()  # shared by the samples: the logits do not change in between
         if mode == "darts":
             samples = [ArchSample(dict(perturbed) if k == 0 and perturbed else
                                   {g: torch.softmax(l.float(), dim=-1) for g, l in logits_of(k).items()},
-                                  edge_weights=edges) for k in range(count)]
+                                  edge_coefficients=edges) for k in range(count)]
             return samples, (None if carry is None else carry.reshape(-1).tolist())
         drawn, indices = [], []
         for k in range(count):
-            weights, index = {}, {}
+            coefficients, index = {}, {}
             for group, logits in logits_of(k).items():
                 soft, hard, idx = gumbel_softmax_sample(logits, tau=tau, generator=generator)
-                weights[group] = hard if mode == "gdas" else soft
+                coefficients[group] = hard if mode == "gdas" else soft
                 index[group] = idx
-            drawn.append(weights)
+            drawn.append(coefficients)
             indices.append(index)
         if mode != "gdas":
-            return ([ArchSample(w, edge_weights=edges) for w in drawn],
+            return ([ArchSample(w, edge_coefficients=edges) for w in drawn],
                     None if carry is None else carry.reshape(-1).tolist())
         host, carried = self._to_host(indices, carry)
         return [ArchSample(w, h, edges) for w, h in zip(drawn, host)], carried
@@ -200,13 +200,13 @@ class Architecture(nn.Module):
         every edge; not the exported genotype, see ``Supernet.genotype_sample``), softmax for the soft modes."""
         if mode != "gdas":
             return self.sample("darts", 1.0)
-        weights, indices = {}, {}
+        coefficients, indices = {}, {}
         for group, logits in self.masked_logits().items():
             index = logits.detach().argmax(dim=-1)
-            weights[group] = torch.zeros_like(logits, dtype=torch.float32).scatter_(-1, index[:, None], 1.0)
+            coefficients[group] = torch.zeros_like(logits, dtype=torch.float32).scatter_(-1, index[:, None], 1.0)
             indices[group] = index
         host, _ = self._to_host([indices])
-        return ArchSample(weights, host[0], self.edge_weights())
+        return ArchSample(coefficients, host[0], self.edge_coefficients())
 
     @staticmethod
     def _to_host(indices: list[dict[str, torch.Tensor]], carry: torch.Tensor | None = None):

@@ -19,7 +19,7 @@ class ChoiceLayer(nn.Module):
     Args:
         ops: op name -> module, in the column order of the architecture logits.
             An op named ``none`` must return zeros (see ``nas.ops.Zero``).
-        gdas_gate: What the unsampled ops' weights get in a GDAS arch step
+        gdas_gate: What the unsampled ops' coefficients get in a GDAS arch step
             (``nas.straight_through.GATE_RULES``): ``all_ops`` (NAS-Bench-201's
             rule, ``g.sum()`` each) or ``sampled_op`` (DARTS-space rule, nothing).
         aux_skip: DARTS-'s auxiliary skip path of this edge (identity, or a
@@ -45,13 +45,13 @@ class ChoiceLayer(nn.Module):
         # An edge a genotype drops runs the zero op (None where the layer has none: it is never dropped).
         self._zero = self.op_names.index("none") if "none" in self.op_names else None
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | tuple[int, ...] | None = None
+    def forward(self, x: torch.Tensor, coefficients: torch.Tensor, index: int | tuple[int, ...] | None = None
                 ) -> torch.Tensor:
         """Mixes the ops.
 
         Args:
             x: Input ``[B, C, H, W]``.
-            weights: This edge's sample row ``[num_ops]``.
+            coefficients: This edge's sample row ``[num_ops]``.
             index: The sampled op (hard samples): only that op runs. A tuple is a genotype's ops on
                 this edge (``Supernet.genotype_sample``): they run unweighted and are summed, an empty
                 tuple (an edge the genotype drops) runs the zero op, and no auxiliary skip is added
@@ -67,37 +67,37 @@ class ChoiceLayer(nn.Module):
                 index = (self._zero,)
             return add_all(self.ops[i](x) for i in index)
         if index is None:  # snas / darts: every op, weighted
-            out = add_all(weights[i] * self.ops[i](x) for i in self._nonzero)
-        elif not weights.requires_grad:  # the weight step: the sample is exactly one-hot
+            out = add_all(coefficients[i] * self.ops[i](x) for i in self._nonzero)
+        elif not coefficients.requires_grad:  # the weight step: the sample is exactly one-hot
             out = self.ops[index](x)
         else:
-            # GDAS: the value is op(x) (weights[index] == 1 exactly); the sampled logit gets
+            # GDAS: the value is op(x) (coefficients[index] == 1 exactly); the sampled logit gets
             # <grad, op(x)>, the others grad.sum() or nothing (self.gdas_gate; see nas.straight_through).
-            out = self._straight_through(index, x, weights)
+            out = self._straight_through(index, x, coefficients)
         if self.skip_beta and self.aux_skip is not None:
             out = out + self.skip_beta * self.aux_skip(x)  # [B, C_out, H_out, W_out]
         return out
 
-    def _straight_through(self, index: int, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _straight_through(self, index: int, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
         """``ops[index](x)`` behind the cheapest exact gate for that op (see ``nas.straight_through``)."""
         op, rule = self.ops[index], self.gdas_gate
         if isinstance(op, Zero):
-            return gate_output(op(x), weights, index, is_zero=True, rule=rule)
+            return gate_output(op(x), coefficients, index, is_zero=True, rule=rule)
         pool = op.pool if isinstance(op, Pooling) and op.preprocess is None else op
         if type(pool) is nn.AvgPool2d:
-            return gate_avg_pool(op, pool, x, weights, index, rule)
+            return gate_avg_pool(op, pool, x, coefficients, index, rule)
         if type(pool) is nn.MaxPool2d:
-            return gate_recompute(op, x, weights, index, rule)
+            return gate_recompute(op, x, coefficients, index, rule)
         norm = getattr(op, "final_norm", None)
         if (isinstance(norm, StraightThroughBatchNorm2d) and norm.can_gate()
                 and self._returns_final_norm[index] is not False):
-            out = self._gate_in_final_norm(index, op, norm, x, weights)
+            out = self._gate_in_final_norm(index, op, norm, x, coefficients)
             if out is not None:
                 return out
-        return gate_output(op(x), weights, index, rule=rule)
+        return gate_output(op(x), coefficients, index, rule=rule)
 
     def _gate_in_final_norm(self, index: int, op: nn.Module, norm: StraightThroughBatchNorm2d, x: torch.Tensor,
-                            weights: torch.Tensor) -> torch.Tensor | None:
+                            coefficients: torch.Tensor) -> torch.Tensor | None:
         """Runs ``op`` with its final BN as the gate; None if ``op`` did not return that BN's output.
 
         The fused gate is exact only when the op's output IS the gated BN's output
@@ -107,7 +107,7 @@ class ChoiceLayer(nn.Module):
         """
         first = self._returns_final_norm[index] is None
         buffers = [b.clone() for b in op.buffers()] if first else None  # running stats: a few per-channel tensors
-        norm.gate = (weights, index, self.gdas_gate)  # the op's last BN becomes the gate for this one call
+        norm.gate = (coefficients, index, self.gdas_gate)  # the op's last BN becomes the gate for this one call
         try:
             out = op(x)
             returned = out is norm.gated_output

@@ -7,7 +7,7 @@ the input shape its layer receives. A group's table ``[E, K]`` sums the costs
 of the layers sharing a logit row (the same edge of every cell of a kind), so
 for any sample
 
-    expected_cost = base + sum_g (sample.weights[g] * tables[g]).sum()
+    expected_cost = base + sum_g (sample.coefficients[g] * tables[g]).sum()
 
 which is the exact cost of the sampled network for a one-hot sample and is
 differentiable w.r.t. the logits (straight-through for ``gdas``). Metrics:
@@ -237,11 +237,11 @@ def _device(module: nn.Module) -> torch.device:
 # --------------------------------------------------------------------------- objective
 
 def expected_cost(sample: ArchSample, tables: CostTables) -> torch.Tensor:
-    """``base + sum_g (weights[g] * tables[g]).sum()``: a float64 scalar, differentiable w.r.t. the logits."""
+    """``base + sum_g (coefficients[g] * tables[g]).sum()``: a float64 scalar, differentiable w.r.t. the logits."""
     total = None
     for group, table in tables.tables.items():
-        weights = sample.weights[group]  # [E, K]
-        term = (weights.double() * table.to(weights.device)).sum()
+        coefficients = sample.coefficients[group]  # [E, K]
+        term = (coefficients.double() * table.to(coefficients.device)).sum()
         total = term if total is None else total + term
     return total + tables.base
 

@@ -252,7 +252,7 @@ def _rederived(space: Any, metrics: dict, model: dict, recorded: Any) -> Any:
 
     try:
         scores = {g: torch.tensor(p, dtype=torch.float64) for g, p in metrics["probabilities"].items()}
-        for g, w in (metrics.get("edge_weights") or {}).items():  # PC-DARTS ranks edge weight x probability
+        for g, w in (metrics.get("edge_coefficients") or metrics.get("edge_weights") or {}).items():  # PC-DARTS ranks edge weight x probability
             scores[g] = scores[g] * torch.tensor(w, dtype=torch.float64)[:, None]
         genotype = derive_with_caps(space, scores, model.get("derivation") or None, int(model.get("max_skip", -1)),
                                     int(model.get("max_parameter_free", -1)), list(model.get("derive_exclude") or []))

@@ -221,7 +221,7 @@ class Searcher(EpochLoop):
         """Loss and accuracy (%) over a loader of a genotype's network run on the supernet's shared weights.
 
         Each edge runs exactly the genotype's ops, summed (``Supernet.genotype_sample``); edges the
-        genotype drops contribute zeros. PC-DARTS edge weights are not applied: the genotype has none.
+        genotype drops contribute zeros. PC-DARTS edge coefficients are not applied: the genotype has none.
 
         Args:
             loader: The batches (``data.val_eval`` in the search).
@@ -235,7 +235,7 @@ class Searcher(EpochLoop):
         return self.supernet.genotype_sample(self.space.genotype_edges(genotype))
 
     def evaluate_supernet(self, loader: TensorLoader) -> tuple[float, float]:
-        """Loss and accuracy (%) of the soft supernet: every op weighted by softmax(logits), edge weights applied."""
+        """Loss and accuracy (%) of the soft supernet: every op weighted by softmax(logits), edge coefficients applied."""
         return self._evaluate(loader, self.supernet.architecture.derive("darts"))
 
     @torch.no_grad()
@@ -374,9 +374,9 @@ class Searcher(EpochLoop):
         metrics["genotype"] = self.space.format(genotype)
         metrics["probabilities"] = {g: [[round(v, 5) for v in row] for row in p.tolist()] for g, p in probs.items()}
         metrics["entropy"] = {g: [round(v, 5) for v in e.tolist()] for g, e in entropy.items()}
-        edges = self.supernet.architecture.edge_weights()
+        edges = self.supernet.architecture.edge_coefficients()
         if edges is not None:
-            metrics["edge_weights"] = {g: [round(v, 5) for v in w.tolist()] for g, w in edges.items()}
+            metrics["edge_coefficients"] = {g: [round(v, 5) for v in w.tolist()] for g, w in edges.items()}
         metrics["epoch_time"] = elapsed
         return metrics
 

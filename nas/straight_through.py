@@ -5,7 +5,7 @@ at the sampled ``i``) and the official GDAS code has two rules (``GATE_RULES``)
 for an edge's output:
 
 * ``all_ops`` (NAS-Bench-201 search cell, ``SearchCell.forward_gdas``):
-  ``h[i] * op_i(x) + sum_{j != i} h[j]``, the unsampled weights added as scalars;
+  ``h[i] * op_i(x) + sum_{j != i} h[j]``, the unsampled coefficients added as scalars;
 * ``sampled_op`` (DARTS-space search cell, ``MixedOp.forward_gdas``):
   ``h[i] * op_i(x)`` alone.
 
@@ -63,28 +63,28 @@ def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (_acc(a) * _acc(b)).sum()
 
 
-def _weights_grad(ctx, g: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+def _coefficients_grad(ctx, g: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     """The sampled op gets ``inner`` (``<g, op_i(x)>``); every other op ``g.sum()`` (``all_ops``) or 0."""
     if ctx.rule == ALL_OPS:
         grad = _acc(g).sum().expand(ctx.num_ops).clone()
     else:
         grad = inner.new_zeros(ctx.num_ops)
     grad[ctx.index] = inner
-    return grad.to(ctx.weights_dtype)
+    return grad.to(ctx.coefficients_dtype)
 
 
-def _remember(ctx, weights: torch.Tensor, index: int, rule: str) -> None:
+def _remember(ctx, coefficients: torch.Tensor, index: int, rule: str) -> None:
     if rule not in GATE_RULES:
         raise ValueError(f"unknown GDAS gate rule {rule!r}; choose from {', '.join(GATE_RULES)}")
-    ctx.index, ctx.num_ops, ctx.weights_dtype, ctx.rule = index, weights.shape[0], weights.dtype, rule
+    ctx.index, ctx.num_ops, ctx.coefficients_dtype, ctx.rule = index, coefficients.shape[0], coefficients.dtype, rule
 
 
 class _GateSavedOutput(torch.autograd.Function):
     """The generic gate: saves the op's output (nothing for an all-zero output)."""
 
     @staticmethod
-    def forward(ctx, weights, out, index, rule, is_zero):
-        _remember(ctx, weights, index, rule)
+    def forward(ctx, coefficients, out, index, rule, is_zero):
+        _remember(ctx, coefficients, index, rule)
         ctx.is_zero = is_zero
         ctx.save_for_backward(None if is_zero else out)
         return out.view_as(out)
@@ -93,15 +93,15 @@ class _GateSavedOutput(torch.autograd.Function):
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
         inner = _acc(g).new_zeros(()) if ctx.is_zero else _inner(g, out)
-        return _weights_grad(ctx, g, inner), (None if ctx.is_zero else g), None, None, None
+        return _coefficients_grad(ctx, g, inner), (None if ctx.is_zero else g), None, None, None
 
 
 class _GateBatchNorm(torch.autograd.Function):
     """The gate fused with a final batch-statistics BN: ``y = BN(z)``, ``<g, y>`` from ``z`` and the BN's stats."""
 
     @staticmethod
-    def forward(ctx, weights, z, bn_weight, bn_bias, index, rule, running_mean, running_var, momentum, eps):
-        _remember(ctx, weights, index, rule)
+    def forward(ctx, coefficients, z, bn_weight, bn_bias, index, rule, running_mean, running_var, momentum, eps):
+        _remember(ctx, coefficients, index, rule)
         # [B, C, H, W] -> y [B, C, H, W], batch mean and inverse std [C] (float32); updates the running stats.
         y, mean, invstd = torch.native_batch_norm(z, bn_weight, bn_bias, running_mean, running_var,
                                                   True, momentum, eps)
@@ -123,7 +123,7 @@ class _GateBatchNorm(torch.autograd.Function):
         inner = (_acc(g_zhat) * _acc(bn_weight)).sum() if bn_weight is not None else _acc(g_zhat).sum()
         if bn_bias is not None:
             inner = inner + (_acc(g_sum) * _acc(bn_bias)).sum()
-        return (_weights_grad(ctx, g, inner), grad_z if need[1] else None, g_zhat if need[2] else None,
+        return (_coefficients_grad(ctx, g, inner), grad_z if need[1] else None, g_zhat if need[2] else None,
                 g_sum if need[3] else None, None, None, None, None, None, None)
 
 
@@ -131,8 +131,8 @@ class _GateRecompute(torch.autograd.Function):
     """The gate on a cheap parameter-free op: saves its input and recomputes it in the backward pass."""
 
     @staticmethod
-    def forward(ctx, weights, x, index, rule, op):
-        _remember(ctx, weights, index, rule)
+    def forward(ctx, coefficients, x, index, rule, op):
+        _remember(ctx, coefficients, index, rule)
         ctx.op = op
         ctx.save_for_backward(x)
         return op(x)  # runs without autograd: this node stands for the op
@@ -145,7 +145,7 @@ class _GateRecompute(torch.autograd.Function):
             out = ctx.op(leaf)
             (grad_x,) = torch.autograd.grad(out, leaf, g)
         inner = _inner(g, out.detach())
-        return _weights_grad(ctx, g, inner), (grad_x if ctx.needs_input_grad[1] else None), None, None, None
+        return _coefficients_grad(ctx, g, inner), (grad_x if ctx.needs_input_grad[1] else None), None, None, None
 
 
 class _GateAvgPool(torch.autograd.Function):
@@ -153,8 +153,8 @@ class _GateAvgPool(torch.autograd.Function):
     ``y = P x``, so ``<g, y> = <P^T g, x>``: the input gradient (computed anyway) dotted with ``x``."""
 
     @staticmethod
-    def forward(ctx, weights, x, index, rule, op, pool):
-        _remember(ctx, weights, index, rule)
+    def forward(ctx, coefficients, x, index, rule, op, pool):
+        _remember(ctx, coefficients, index, rule)
         ctx.args = _avg_pool_args(pool)
         ctx.save_for_backward(x)
         return op(x)  # the op module itself (its hooks run); no autograd here: [B, C, H, W] -> [B, C, H', W']
@@ -163,7 +163,7 @@ class _GateAvgPool(torch.autograd.Function):
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         grad_x = torch.ops.aten.avg_pool2d_backward(g, x, *ctx.args)
-        return (_weights_grad(ctx, g, _inner(grad_x, x)), (grad_x if ctx.needs_input_grad[1] else None),
+        return (_coefficients_grad(ctx, g, _inner(grad_x, x)), (grad_x if ctx.needs_input_grad[1] else None),
                 None, None, None, None)
 
 
@@ -179,7 +179,7 @@ def _avg_pool_args(pool: nn.AvgPool2d) -> tuple:
 class StraightThroughBatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` that can also be the straight-through gate of the op it ends.
 
-    With ``gate = (weights, index, rule)`` set (by the choice layer, for one call) and
+    With ``gate = (coefficients, index, rule)`` set (by the choice layer, for one call) and
     batch statistics in use, its next call normalises inside ``_GateBatchNorm``,
     clears ``gate`` and keeps that call's output in ``gated_output`` (so the choice
     layer can check that the op returned it); otherwise it is a plain
@@ -198,34 +198,34 @@ class StraightThroughBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         if not self.can_gate():
             raise RuntimeError("a straight-through gate needs batch statistics; check can_gate() first")
-        (weights, index, rule), self.gate = self.gate, None  # one call only: a second call is a plain BN
+        (coefficients, index, rule), self.gate = self.gate, None  # one call only: a second call is a plain BN
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative average, as nn.BatchNorm2d does it
                 momentum = 1.0 / float(self.num_batches_tracked)
         running_mean, running_var = (self.running_mean, self.running_var) if self.training else (None, None)
-        self.gated_output = _GateBatchNorm.apply(weights, x, self.weight, self.bias, index, rule, running_mean,
+        self.gated_output = _GateBatchNorm.apply(coefficients, x, self.weight, self.bias, index, rule, running_mean,
                                                  running_var, momentum, self.eps)
         return self.gated_output
 
 
-def gate_output(out: torch.Tensor, weights: torch.Tensor, index: int, is_zero: bool = False,
+def gate_output(out: torch.Tensor, coefficients: torch.Tensor, index: int, is_zero: bool = False,
                 rule: str = ALL_OPS) -> torch.Tensor:
     """The generic gate: ``out`` in value, saved for ``<g, out>`` (nothing saved when ``is_zero``).
 
-    ``rule`` (``GATE_RULES``) decides what the unsampled weights get; so for every gate here."""
-    return _GateSavedOutput.apply(weights, out, index, rule, is_zero)
+    ``rule`` (``GATE_RULES``) decides what the unsampled coefficients get; so for every gate here."""
+    return _GateSavedOutput.apply(coefficients, out, index, rule, is_zero)
 
 
-def gate_recompute(op: nn.Module, x: torch.Tensor, weights: torch.Tensor, index: int,
+def gate_recompute(op: nn.Module, x: torch.Tensor, coefficients: torch.Tensor, index: int,
                    rule: str = ALL_OPS) -> torch.Tensor:
     """The gate of a cheap parameter-free ``op``: ``op(x)`` in value, recomputed for the backward pass."""
-    return _GateRecompute.apply(weights, x, index, rule, op)
+    return _GateRecompute.apply(coefficients, x, index, rule, op)
 
 
-def gate_avg_pool(op: nn.Module, pool: nn.AvgPool2d, x: torch.Tensor, weights: torch.Tensor,
+def gate_avg_pool(op: nn.Module, pool: nn.AvgPool2d, x: torch.Tensor, coefficients: torch.Tensor,
                   index: int, rule: str = ALL_OPS) -> torch.Tensor:
     """The gate of an op that is an average pool ``pool`` (or wraps only one): ``op(x)`` in value,
     keeping only ``x`` (see ``_GateAvgPool``)."""
-    return _GateAvgPool.apply(weights, x, index, rule, op, pool)
+    return _GateAvgPool.apply(coefficients, x, index, rule, op, pool)

@@ -63,7 +63,7 @@ class Supernet(nn.Module):
 
         Each choice layer runs the ops the genotype puts on its edge, unweighted and summed
         (an edge with two kept ops runs both); an edge the genotype drops runs the zero op.
-        PC-DARTS edge weights are not applied (``edge_weights`` is None): the genotype, and
+        PC-DARTS edge coefficients are not applied (``edge_coefficients`` is None): the genotype, and
         the network ``build_network`` makes of it, sums a node's kept inputs unweighted.
 
         Args:
@@ -71,20 +71,20 @@ class Supernet(nn.Module):
 
         Returns:
             An ``ArchSample`` whose ``indices`` hold a tuple of op columns per edge and whose
-            ``weights`` count the genotype's ops per edge and column (so ``nas.cost.expected_cost``
+            ``coefficients`` count the genotype's ops per edge and column (so ``nas.cost.expected_cost``
             of it is the genotype's cost).
         """
         ops = self.architecture.op_names
-        weights = {g: torch.zeros(l.shape, dtype=torch.float32, device=l.device)
+        coefficients = {g: torch.zeros(l.shape, dtype=torch.float32, device=l.device)
                    for g, l in self.architecture.logits.items()}
-        columns: dict[str, list[list[int]]] = {g: [[] for _ in range(w.shape[0])] for g, w in weights.items()}
+        columns: dict[str, list[list[int]]] = {g: [[] for _ in range(w.shape[0])] for g, w in coefficients.items()}
         for group, row, op in edges:
-            if group not in weights or not 0 <= row < weights[group].shape[0] or op not in ops:
+            if group not in coefficients or not 0 <= row < coefficients[group].shape[0] or op not in ops:
                 raise ValueError(f"the genotype's edge ({group!r}, row {row}, {op!r}) is not in this supernet "
-                                 f"(groups {dict((g, tuple(w.shape)) for g, w in weights.items())}, ops {ops})")
+                                 f"(groups {dict((g, tuple(w.shape)) for g, w in coefficients.items())}, ops {ops})")
             columns[group][row].append(ops.index(op))
-            weights[group][row, ops.index(op)] += 1.0
-        return ArchSample(weights, {g: [tuple(c) for c in rows] for g, rows in columns.items()}, None)
+            coefficients[group][row, ops.index(op)] += 1.0
+        return ArchSample(coefficients, {g: [tuple(c) for c in rows] for g, rows in columns.items()}, None)
 
     def forward_sample(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
         """Runs the network under a given sample; implemented by each space."""

@@ -325,18 +325,18 @@ class DartsSearchCell(nn.Module):
                         aux_skip=_aux_skip(C, stride, track) if aux_skip else None)
             for stride in strides)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                indices: list[int] | None, edge_weights: torch.Tensor | None = None) -> torch.Tensor:
-        # s0, s1: [B, C_prev_prev | C_prev, H, W]; weights: [14, 8]; indices: 14 ints or None;
-        # edge_weights: [14] (PC-DARTS edge normalisation: each node's inputs weighted, summing to 1) or None.
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, coefficients: torch.Tensor,
+                indices: list[int] | None, edge_coefficients: torch.Tensor | None = None) -> torch.Tensor:
+        # s0, s1: [B, C_prev_prev | C_prev, H, W]; coefficients: [14, 8]; indices: 14 ints or None;
+        # edge_coefficients: [14] (PC-DARTS edge normalisation: each node's inputs weighted, summing to 1) or None.
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # 2 x [B, C, H, W]
         for to in range(2, NUM_NODES + 2):
-            outs = ((e, self.edges[e](states[j], weights[e], None if indices is None else indices[e]))
+            outs = ((e, self.edges[e](states[j], coefficients[e], None if indices is None else indices[e]))
                     for e, (t, j) in enumerate(EDGES) if t == to)
-            if edge_weights is None:
+            if edge_coefficients is None:
                 states.append(add_all(out for _, out in outs))  # [B, C, H', W']
             else:
-                states.append(add_all(edge_weights[e] * out for e, out in outs))
+                states.append(add_all(edge_coefficients[e] * out for e, out in outs))
         return torch.cat(states[2:], dim=1)  # [B, 4C, H', W']
 
 
@@ -426,8 +426,8 @@ class DartsSupernet(Supernet):
         for cell in self.cells:
             group = "reduce" if cell.reduction else "normal"
             indices = None if sample.indices is None else sample.indices[group]
-            edges = None if sample.edge_weights is None else sample.edge_weights[group]
-            s0, s1 = s1, cell(s0, s1, sample.weights[group], indices, edges)
+            edges = None if sample.edge_coefficients is None else sample.edge_coefficients[group]
+            s0, s1 = s1, cell(s0, s1, sample.coefficients[group], indices, edges)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def choice_layers(self) -> list[tuple[str, int, ChoiceLayer]]:

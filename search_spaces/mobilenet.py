@@ -217,11 +217,11 @@ class MobileNetSupernet(Supernet):
 
     def forward_sample(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
         # x: [B, in_channels, H, W] -> logits [B, num_classes]
-        weights = sample.weights["layers"]  # [L, 7]
+        coefficients = sample.coefficients["layers"]  # [L, 7]
         indices = None if sample.indices is None else sample.indices["layers"]
         x = self.stem(x)  # [B, stem, H / stem_stride, W / stem_stride]
         for layer, row in zip(self.layers, self.rows):
-            x = layer(x, weights[row], None if indices is None else indices[row])  # [B, c_stage, H', W']
+            x = layer(x, coefficients[row], None if indices is None else indices[row])  # [B, c_stage, H', W']
         return self.classifier(self.head(x))  # head: [B, head_width]
 
     def choice_layers(self) -> list[tuple[str, int, ChoiceLayer]]:

@@ -143,11 +143,11 @@ class NB201SearchCell(nn.Module):
             ChoiceLayer({name: OPS[name](C, C, 1, False, False) for name in op_names}, gdas_gate=gdas_gate,
                         aux_skip=nn.Identity() if aux_skip else None) for _ in EDGES)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, indices: list[int] | None) -> torch.Tensor:
-        # x: [B, C, H, W]; weights: [6, num_ops]; indices: 6 ints or None.
+    def forward(self, x: torch.Tensor, coefficients: torch.Tensor, indices: list[int] | None) -> torch.Tensor:
+        # x: [B, C, H, W]; coefficients: [6, num_ops]; indices: 6 ints or None.
         nodes = [x]
         for i in range(1, NUM_NODES):
-            nodes.append(add_all(self.edges[e](nodes[j], weights[e], None if indices is None else indices[e])
+            nodes.append(add_all(self.edges[e](nodes[j], coefficients[e], None if indices is None else indices[e])
                              for e, (to, j) in enumerate(EDGES) if to == i))
         return nodes[-1]
 
@@ -193,11 +193,11 @@ class NB201Supernet(Supernet):
 
     def forward_sample(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
         # x: [B, in_channels, H, W] -> logits [B, num_classes]
-        weights = sample.weights["cell"]  # [6, num_ops]
+        coefficients = sample.coefficients["cell"]  # [6, num_ops]
         indices = None if sample.indices is None else sample.indices["cell"]
         x = self.stem(x)
         for cell in self.cells:
-            x = cell(x, weights, indices) if isinstance(cell, NB201SearchCell) else cell(x)
+            x = cell(x, coefficients, indices) if isinstance(cell, NB201SearchCell) else cell(x)
         return self.classifier(self.head(x))
 
     def choice_layers(self) -> list[tuple[str, int, ChoiceLayer]]:

@@ -199,16 +199,16 @@ def test_sdarts_perturbs_only_the_weight_steps_sample(mode):
     weights = perturb(exact, eps, gen)
     assert (weights != exact).any()
     if mode == "darts":
-        torch.testing.assert_close(seen["weight_step"].weights["cell"], weights, rtol=0, atol=0)
-        assert torch.equal(seen["arch_step"].weights["cell"], exact)  # the arch step: the true architecture
+        torch.testing.assert_close(seen["weight_step"].coefficients["cell"], weights, rtol=0, atol=0)
+        assert torch.equal(seen["arch_step"].coefficients["cell"], exact)  # the arch step: the true architecture
         return
     tau = searcher.supernet.tau
     first = gumbel_softmax_sample(torch.where(weights > 0, weights.log(), torch.full_like(weights, -1e9)),
                                   tau=tau, generator=gen)
     second = gumbel_softmax_sample(logits, tau=tau, generator=gen)  # drawn from the unperturbed logits
     pick = (lambda s: s[1]) if mode == "gdas" else (lambda s: s[0])
-    torch.testing.assert_close(seen["weight_step"].weights["cell"], pick(first), rtol=0, atol=0)
-    torch.testing.assert_close(seen["arch_step"].weights["cell"].detach(), pick(second).detach(), rtol=0, atol=0)
+    torch.testing.assert_close(seen["weight_step"].coefficients["cell"], pick(first), rtol=0, atol=0)
+    torch.testing.assert_close(seen["arch_step"].coefficients["cell"].detach(), pick(second).detach(), rtol=0, atol=0)
 
 
 def test_gdas_weight_step_samples_follow_the_perturbed_distribution_and_arch_steps_the_logits():
@@ -223,8 +223,8 @@ def test_gdas_weight_step_samples_follow_the_perturbed_distribution_and_arch_ste
     first, second = torch.zeros(6, 5), torch.zeros(6, 5)
     for _ in range(n):
         (a, b), _ = arch.sample_many("gdas", 1.0, 2, sdarts_epsilon=eps)
-        first += a.weights["cell"].detach()
-        second += b.weights["cell"].detach()
+        first += a.coefficients["cell"].detach()
+        second += b.coefficients["cell"].detach()
     probs = torch.softmax(arch.logits["cell"].detach(), -1)
     rng = random.Random(0)
     expected = torch.stack([_reference_perturb(probs[:1], eps, rng)[0] for _ in range(20000)]).mean(0).float()
@@ -298,7 +298,7 @@ def test_edge_weights_are_a_softmax_over_each_nodes_inputs():
     arch = supernet.architecture
     with torch.no_grad():
         arch.edge_logits["normal"].copy_(torch.arange(14.0))
-    weights = arch.edge_weights()["normal"]
+    weights = arch.edge_coefficients()["normal"]
     edges = search_spaces.darts.EDGES
     for node in range(2, 6):
         rows = [e for e, (to, _) in enumerate(edges) if to == node]
@@ -352,7 +352,7 @@ def test_derivation_ranks_inputs_by_edge_weight_times_op_probability():
     space = search_spaces.get("darts")
     genotype = space.derive_genotype(arch.derivation_scores())
     assert [j for _, j in genotype.normal] == [1, 0, 2, 1, 3, 2, 4, 3]
-    # without the edge weights every input ties and the lower inputs win
+    # without the edge coefficients every input ties and the lower inputs win
     assert [j for _, j in space.derive_genotype(arch.probabilities()).normal] == [0, 1, 0, 1, 0, 1, 0, 1]
 
 

@@ -36,7 +36,7 @@ def test_planted_choice_is_recovered(mode):
         target = torch.roll(x, 1, dims=-1)
         sample = arch.sample(mode, tau_at("linear", step, steps, 5.0, 0.5))
         index = None if sample.indices is None else sample.indices["edge"][0]
-        out = layer(x, sample.weights["edge"][0], index)
+        out = layer(x, sample.coefficients["edge"][0], index)
         loss = ((out - target) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -151,8 +151,8 @@ def test_one_sample_covers_all_edges_and_indices_are_host_ints():
     assert set(sample.indices) == {"normal", "reduce"}
     assert all(isinstance(i, int) for i in sample.indices["normal"] + sample.indices["reduce"])
     for group in ("normal", "reduce"):
-        assert sample.weights[group].shape == (14, 8)
-        assert torch.equal(sample.weights[group].argmax(-1), torch.tensor(sample.indices[group]))
+        assert sample.coefficients[group].shape == (14, 8)
+        assert torch.equal(sample.coefficients[group].argmax(-1), torch.tensor(sample.indices[group]))
 
 
 @pytest.mark.parametrize("mode", ["snas", "darts"])
@@ -161,7 +161,7 @@ def test_soft_modes_weight_every_op(mode):
     arch.seed(0)
     sample = arch.sample(mode, 1.0)
     assert sample.indices is None
-    w = sample.weights["cell"]
+    w = sample.coefficients["cell"]
     assert (w > 0).all() and torch.allclose(w.sum(-1), torch.ones(6))
     if mode == "darts":
         assert torch.allclose(w, torch.softmax(arch.logits["cell"], -1))

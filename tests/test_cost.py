@@ -193,7 +193,7 @@ def test_fbnet_and_additive_forms_on_hand_values():
     cost = fbnet.expected(soft)  # 100 + 5 + (5 + 22.5)
     assert cost.item() == 132.5
     cost.backward()
-    assert soft.weights["g"].grad.tolist() == [[0.0, 10.0], [20.0, 30.0]]
+    assert soft.coefficients["g"].grad.tolist() == [[0.0, 10.0], [20.0, 30.0]]
     assert fbnet.bounds() == (120.0, 140.0)
 
 

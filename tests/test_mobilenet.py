@@ -82,16 +82,16 @@ def test_masked_skip_is_never_sampled_nor_derived():
     samples, _ = arch.sample_many("gdas", 5.0, 300)
     for s in samples:
         assert all(s.indices["layers"][r] != SKIP for r in masked)
-        assert torch.all(s.weights["layers"][masked, SKIP] == 0)
+        assert torch.all(s.coefficients["layers"][masked, SKIP] == 0)
     assert sum(s.indices["layers"][7] == SKIP for s in samples) > 250  # s1.b1 may skip, and does
-    soft = arch.sample("snas", 10.0).weights["layers"]
+    soft = arch.sample("snas", 10.0).coefficients["layers"]
     assert torch.all(soft[masked, SKIP] == 0) and torch.all(arch.probabilities()["layers"][masked, SKIP] == 0)
     assert all(arch.derive("gdas").indices["layers"][r] != SKIP for r in masked)
     genotype = SPACE.derive_genotype(arch.probabilities())
     assert all(ops[0] != "skip" for ops in genotype.stages)
     assert all(ops[1:] == ("skip",) for ops in genotype.stages if len(ops) == 2)
     # The masked logits learn nothing: their gradient is exactly zero.
-    arch.sample("gdas", 1.0).weights["layers"].pow(2).sum().backward()
+    arch.sample("gdas", 1.0).coefficients["layers"].pow(2).sum().backward()
     assert torch.all(arch.logits["layers"].grad[masked, SKIP] == 0)
     assert arch.logits["layers"].grad[~allowed.logical_not()].abs().sum() > 0
     # derive_genotype excludes masked ops even from probabilities that favour them
