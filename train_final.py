@@ -17,13 +17,13 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "final_quickstart
 
 def run(args: argparse.Namespace) -> int:
     import search_spaces  # noqa: F401  (registers the spaces)
-    from nas.build import build_final_trainer
-    from nas.cli import open_run_dir, report_stop, resolve_run, stop_signals
-    from nas.errors import UserError
-    from nas.genotype import load_genotype
-    from nas.genotype import GENOTYPE
-    from nas.loop import CHECKPOINT, RunDiverged, RunInterrupted
-    from nas.train import FINAL
+    from nas.cli.build import build_final_trainer
+    from nas.cli.run_command import open_run_dir, report_stop, resolve_run, stop_signals
+    from nas.utils.errors import UserError
+    from nas.spaces.genotype import load_genotype
+    from nas.spaces.genotype import GENOTYPE
+    from nas.engine.loop import CHECKPOINT, RunDiverged, RunInterrupted
+    from nas.engine.train import FINAL
 
     cfg, out = resolve_run(args, DEFAULT_CONFIG, CHECKPOINT)
     genotype_path = Path(args.genotype) if args.genotype else None
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nas.cli import guarded_main, run_parser
+    from nas.cli.run_command import guarded_main, run_parser
 
     parser = run_parser("Retrain a discovered cell from scratch.", DEFAULT_CONFIG)
     parser.add_argument("--genotype", help="genotype.yaml of a search (not needed with --resume)")

@@ -16,11 +16,11 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 
 def run(args: argparse.Namespace) -> int:
     import search_spaces  # noqa: F401  (registers the spaces)
-    from nas.build import build_searcher
-    from nas.cli import open_run_dir, report_stop, resolve_run, stop_signals
-    from nas.errors import UserError
-    from nas.genotype import GENOTYPE
-    from nas.loop import CHECKPOINT, RunDiverged, RunInterrupted
+    from nas.cli.build import build_searcher
+    from nas.cli.run_command import open_run_dir, report_stop, resolve_run, stop_signals
+    from nas.utils.errors import UserError
+    from nas.spaces.genotype import GENOTYPE
+    from nas.engine.loop import CHECKPOINT, RunDiverged, RunInterrupted
 
     cfg, out = resolve_run(args, DEFAULT_CONFIG, CHECKPOINT)
     searcher = build_searcher(cfg)  # everything that can fail on bad input fails here, before writing
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         open_run_dir(out, cfg, resume=bool(args.resume), checkpoint=CHECKPOINT)
         searcher.out_dir = out
         if cfg.search.tensorboard:
-            from nas.tensorboard import TensorBoardLogger
+            from nas.report.tensorboard import TensorBoardLogger
             tensorboard = TensorBoardLogger(out / "tensorboard", searcher.space.edge_names(), searcher.space.op_names)
             searcher.epoch_hooks.append(tensorboard.log_epoch)
     else:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             say(f"val accuracy of the soft supernet (softmax-weighted ops): {final['supernet_val_acc']:.2f}%")
     say(f"wrote {out / GENOTYPE}")
     if main_rank and cfg.search.report:
-        from nas.report import try_write_report
+        from nas.report.report import try_write_report
         try:
             try_write_report(out, log=say)
         except KeyboardInterrupt:  # the search itself is complete and on disk
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nas.cli import guarded_main, run_parser
+    from nas.cli.run_command import guarded_main, run_parser
 
     parser = run_parser("Differentiable architecture search (GDAS / SNAS / DARTS).", DEFAULT_CONFIG)
     return guarded_main(run, parser.parse_args(argv))

@@ -5,7 +5,7 @@ NAS-Bench-201 space on exactly the same batches: the split, order and
 augmentation of the project's loaders for that seed (each side checks it by
 hashing every batch it reads, per epoch):
 
-* ``ours``: the project's ``Searcher`` (``nas.build.build_searcher``) on the
+* ``ours``: the project's ``Searcher`` (``nas.cli.build.build_searcher``) on the
   search config plus overrides;
 * ``official``: ``TinyNetworkGDAS`` of ``xautodl`` stepped like ``search_func``
   of the official ``GDAS.py`` (``benchmarks/official.py``), with the same
@@ -52,11 +52,11 @@ import torch  # noqa: E402
 
 from benchmarks.official import (INSTALL_HINT, OFFICIAL_OPS, build_official, import_official,  # noqa: E402
                                  official_lr, official_optimizers, official_step, official_tau)
-from nas.checkpoint import atomic_write  # noqa: E402
-from nas.cli import guarded_main  # noqa: E402
+from nas.utils.atomic import atomic_write  # noqa: E402
+from nas.cli.run_command import guarded_main  # noqa: E402
 from nas.config import Config, build_config, diff_configs, load_config  # noqa: E402
-from nas.errors import UserError  # noqa: E402
-from nas.genotype import GENOTYPE, genotype_record, save_genotype  # noqa: E402
+from nas.utils.errors import UserError  # noqa: E402
+from nas.spaces.genotype import GENOTYPE, genotype_record, save_genotype  # noqa: E402
 
 IMPLEMENTATIONS = ("ours", "official")
 SEARCH_DONE = "search.json"
@@ -121,7 +121,7 @@ def batch_record(data) -> dict:
 
 def search_ours(cfg: Config, log: Callable[[str], None]) -> dict:
     """The project's search; returns the genotype, final probabilities and batch hashes."""
-    from nas.build import build_searcher
+    from nas.cli.build import build_searcher
 
     searcher = build_searcher(cfg, out_dir=None, log=log)
     searcher.data = recorded(searcher.data)
@@ -143,9 +143,9 @@ def search_official(cfg: Config, log: Callable[[str], None], clip_arch: bool = T
     generator, as in the official code. Derivation: the project's rule on
     ``softmax(arch_parameters)``.
     """
-    from nas.build import build_search_data_from_config, resolve_device, seed_everything
-    from nas.derive import derive_with_caps
-    from nas.space import get_space
+    from nas.cli.build import build_search_data_from_config, resolve_device, seed_everything
+    from nas.spaces.derive import derive_with_caps
+    from nas.spaces.space import get_space
 
     space = get_space(cfg.model.space)
     if space.name != "nb201" or tuple(space.op_names) != OFFICIAL_OPS:
@@ -239,7 +239,7 @@ def run_search(impl: str, cfg: Config, out: Path) -> tuple[dict, bool]:
     log(f"--- {impl} search, seed {cfg.seed}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
     torch.manual_seed(cfg.seed)
     result = search_ours(cfg, log) if impl == "ours" else search_official(cfg, log)
-    from nas.space import get_space
+    from nas.spaces.space import get_space
 
     space = get_space(cfg.model.space)
     genotype = space.parse(result["genotype"])
@@ -304,7 +304,7 @@ def run_comparison(search_config: str, final_config: str, seeds: int | list[int]
     if retrain_seeds < 1:
         raise UserError(f"--retrain-seeds must be >= 1, got {retrain_seeds}")
     import search_spaces  # noqa: F401  (registers the spaces)
-    from nas.experiment import run_retrain_job
+    from nas.experiment.experiment import run_retrain_job
 
     all_overrides = [*DEFAULT_OVERRIDES, *overrides, *FIXED_OVERRIDES]
     search_cfgs = [load_config(search_config, [*all_overrides, f"seed={s}"]) for s in seed_list]

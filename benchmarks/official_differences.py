@@ -45,12 +45,12 @@ import search_spaces  # noqa: E402,F401  (registers the spaces)
 from benchmarks.official import (INSTALL_HINT, OFFICIAL_OPS, build_official, import_official, official_lr,  # noqa: E402
                                  official_tau)
 from benchmarks.official_comparison import DEFAULT_OVERRIDES, FIXED_OVERRIDES, search_official  # noqa: E402
-from nas.architecture import ArchSample  # noqa: E402
-from nas.build import build_searcher  # noqa: E402
-from nas.cli import guarded_main  # noqa: E402
+from nas.sampling.architecture import ArchSample  # noqa: E402
+from nas.cli.build import build_searcher  # noqa: E402
+from nas.cli.run_command import guarded_main  # noqa: E402
 from nas.config import build_config, diff_configs, load_config  # noqa: E402
-from nas.errors import UserError  # noqa: E402
-from nas.gumbel import sample_gumbel, tau_at  # noqa: E402
+from nas.utils.errors import UserError  # noqa: E402
+from nas.sampling.gumbel import sample_gumbel, tau_at  # noqa: E402
 
 
 def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -66,7 +66,7 @@ def _flat_grads(params) -> torch.Tensor:
 
 def check_schedules(cfg) -> dict:
     """Largest difference of the per-epoch learning rate and temperature over the whole search."""
-    from nas.search import build_optimizers
+    from nas.engine.search import build_optimizers
     s = cfg.search
     supernet = search_spaces.get("nb201").build_supernet(C=4, N=1)
     opt, _, scheduler = build_optimizers(supernet, s)

@@ -93,10 +93,10 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import search_spaces  # noqa: E402
-from nas.choice import ChoiceLayer  # noqa: E402
+from nas.layers.choice import ChoiceLayer  # noqa: E402
 from nas.config import SearchConfig  # noqa: E402
 from nas.data import build_search_data, make_synthetic  # noqa: E402
-from nas.search import Searcher  # noqa: E402
+from nas.engine.search import Searcher  # noqa: E402
 
 from benchmarks.official import build_official, import_official, official_optimizers, official_step  # noqa: E402
 

@@ -2,7 +2,7 @@
 
     python examples/gumbel_max.py [--quick] [--out DIR] [--samples N] [--seed S]
 
-Draws many samples two ways, with ``nas.gumbel.sample_gumbel`` + argmax and
+Draws many samples two ways, with ``nas.sampling.gumbel.sample_gumbel`` + argmax and
 with ``nas.gumbel_softmax(hard=True)``, and compares their frequencies with
 ``softmax(logits)`` (a table and Pearson's chi-square test). Then shows that the
 argmax of ``softmax((logits + g) / tau)`` is the same for every tau: dividing by
@@ -52,7 +52,7 @@ def tau_disagreements(n: int, seed: int) -> dict[float, int]:
 
     Zero in exact arithmetic; in float32 only a tie made by rounding (two
     perturbed logits closer than the precision of the softmax) could differ,
-    which is why ``nas.gumbel`` takes the argmax before dividing by tau.
+    which is why ``nas.sampling.gumbel`` takes the argmax before dividing by tau.
     """
     g = sample_gumbel((n, len(LOGITS)), generator=torch.Generator().manual_seed(seed + 1))
     reference = (LOGITS + g).argmax(-1)

@@ -26,7 +26,7 @@ try:
     import nas  # noqa: F401
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nas.gumbel import gumbel_softmax_sample
+from nas.sampling.gumbel import gumbel_softmax_sample
 
 LOGITS = torch.tensor([1.0, 0.0, -1.0])  # three categories: the samples live on a triangle
 TAUS = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01)

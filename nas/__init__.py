@@ -1,11 +1,21 @@
-"""Differentiable architecture search with Gumbel-softmax choice layers (GDAS, SNAS, DARTS)."""
-from .architecture import MODES, Architecture, ArchSample
-from .choice import ChoiceLayer
-from .errors import UserError
-from .gumbel import gumbel_softmax, sample_gumbel, tau_at
-from .space import SearchSpace, get_space, register_space
-from .supernet import Supernet
+"""Differentiable architecture search with Gumbel-softmax choice layers (GDAS, SNAS, DARTS).
+
+The package is arranged by concern, each layer importing only the ones before it:
+``utils`` -> ``sampling`` -> ``layers`` -> ``spaces`` -> (``search_spaces``) -> ``cost`` -> ``data`` ->
+``config`` -> ``engine`` -> ``report`` -> ``cli`` -> ``experiment``. See docs/architecture.md.
+"""
+from ._compat import install as _install_moved_module_paths
+
+_install_moved_module_paths()  # old flat module paths (nas.gumbel, nas.search, ...) keep working for one release
+
+from .sampling.architecture import MODES, Architecture, ArchSample
+from .layers.choice import ChoiceLayer
+from .utils.errors import UserError
+from .sampling.gumbel import gumbel_softmax, sample_gumbel, tau_at
+from .spaces.space import SearchSpace, get_space, register_space
+from .layers.supernet import Supernet
 
 __all__ = ["MODES", "Architecture", "ArchSample", "ChoiceLayer", "UserError", "gumbel_softmax",
            "sample_gumbel", "tau_at", "SearchSpace", "get_space", "register_space", "Supernet"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+

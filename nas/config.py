@@ -15,21 +15,14 @@ from typing import Any
 
 import yaml
 
-from .architecture import MODES
-from .cost import CostConfig
-from .errors import UserError
-from .gumbel import TAU_SCHEDULES
-from .straight_through import GATE_RULES
-from .yamlio import YAMLRefused, brief, flatten, describe_yaml_error, load_yaml, read_yaml_file
-
-# Upper bounds on values that only ever exhaust memory when set huge (each error names its key and bound).
-MAX_SEED = 2**32 - 1            # NumPy's seed range; the data order mixes the seed into 64-bit generator seeds
-MAX_BATCH = 65536
-MAX_IMAGE_SIZE = 1024           # data.image_size and data.cutout, in pixels
-MAX_SYNTHETIC = 1_000_000       # data.synthetic_size
-MAX_SYNTHETIC_BYTES = 8 << 30   # the synthetic train + test images, uint8
-MAX_CHANNELS = 1024             # model.C (the last stage has 4x as many)
-MAX_CELLS = 64                  # model.N
+from .sampling.architecture import MODES
+from .cost.objective import CostConfig
+from .utils.errors import UserError
+from .sampling.gumbel import TAU_SCHEDULES
+from .layers.gates import GATE_RULES
+from .utils.limits import (MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_SEED, MAX_SYNTHETIC,
+                           MAX_SYNTHETIC_BYTES)
+from .utils.yamlio import YAMLRefused, brief, flatten, describe_yaml_error, load_yaml, read_yaml_file
 
 DATASETS = ("digits", "digits_clutter", "cifar10", "cifar100", "imagefolder", "synthetic")
 

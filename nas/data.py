@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import UserError
+from .utils.errors import UserError
 
 # Per-channel mean/std in [0, 1] units, as GDAS and NAS-Bench-201 use them.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -4,8 +4,8 @@
 >>> space = search_spaces.get("nb201")
 >>> supernet = space.build_supernet(mode="gdas", num_classes=10, C=16, N=5)
 """
-from nas.registry import SEARCH_SPACES
-from nas.space import SearchSpace, get_space as get
+from nas.spaces.registry import SEARCH_SPACES
+from nas.spaces.space import SearchSpace, get_space as get
 
 from . import nb201  # noqa: F401  (registers "nb201")
 from . import darts  # noqa: F401  (registers "darts")

@@ -33,13 +33,13 @@ import torch.nn as nn
 from timm.models import register_model
 from timm.layers import drop_path
 
-from nas.architecture import Architecture, ArchSample
-from nas.choice import ChoiceLayer
-from nas.errors import UserError
-from nas.ops import add_all, DilConv, FactorizedReduce, PoolBN, ReLUConvBN, SepConv, Zero
-from nas.straight_through import SAMPLED_OP, StraightThroughBatchNorm2d
-from nas.space import SearchSpace, register_space
-from nas.supernet import Supernet
+from nas.sampling.architecture import Architecture, ArchSample
+from nas.layers.choice import ChoiceLayer
+from nas.utils.errors import UserError
+from nas.layers.ops import add_all, DilConv, FactorizedReduce, PoolBN, ReLUConvBN, SepConv, Zero
+from nas.layers.gates import SAMPLED_OP, StraightThroughBatchNorm2d
+from nas.spaces.space import SearchSpace, register_space
+from nas.layers.supernet import Supernet
 
 OP_NAMES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
             "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")

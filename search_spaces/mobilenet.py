@@ -39,13 +39,13 @@ from timm.models._efficientnet_blocks import InvertedResidual
 from timm.models._efficientnet_builder import decode_arch_def, round_channels
 from timm.models.efficientnet import EfficientNet
 
-from nas.architecture import Architecture, ArchSample
-from nas.choice import ChoiceLayer
-from nas.errors import UserError
-from nas.ops import Zero
-from nas.space import SearchSpace, register_space
-from nas.straight_through import SAMPLED_OP
-from nas.supernet import Supernet
+from nas.sampling.architecture import Architecture, ArchSample
+from nas.layers.choice import ChoiceLayer
+from nas.utils.errors import UserError
+from nas.layers.ops import Zero
+from nas.spaces.space import SearchSpace, register_space
+from nas.layers.gates import SAMPLED_OP
+from nas.layers.supernet import Supernet
 
 IR_OPS = {f"ir_k{k}_e{e}": (k, e) for k in (3, 5, 7) for e in (3, 6)}  # op name -> (kernel, expansion)
 OP_NAMES = (*IR_OPS, "skip")

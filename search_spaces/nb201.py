@@ -12,7 +12,7 @@ search scripts build it (``track_running_stats=0``): search-cell BNs without
 affine or running statistics; stem, residual reductions and head with default BNs
 (``bn_layout="official"``). ``bn_layout="batch_stats"`` instead normalises every BN
 of the supernet with batch statistics, in eval mode too. Where this code differs
-from the official one: the samples are drawn by ``nas.gumbel`` (the official code
+from the official one: the samples are drawn by ``nas.sampling.gumbel`` (the official code
 resamples until the noise is finite) and ``none`` costs nothing when sampled.
 
 Arch string, edges in logit row order (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2):
@@ -28,14 +28,14 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from nas.architecture import Architecture, ArchSample
-from nas.choice import ChoiceLayer
-from nas.errors import UserError
-from nas.ops import add_all, Pooling, ReLUConvBN, ResNetBasicBlock, Zero
-from nas.space import SearchSpace, register_space
-from nas.straight_through import ALL_OPS
-from nas.supernet import Supernet
-from nas.yamlio import brief
+from nas.sampling.architecture import Architecture, ArchSample
+from nas.layers.choice import ChoiceLayer
+from nas.utils.errors import UserError
+from nas.layers.ops import add_all, Pooling, ReLUConvBN, ResNetBasicBlock, Zero
+from nas.spaces.space import SearchSpace, register_space
+from nas.layers.gates import ALL_OPS
+from nas.layers.supernet import Supernet
+from nas.utils.yamlio import brief
 
 OP_NAMES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 import search_spaces  # noqa: F401
-from nas.build import build_searcher
+from nas.cli.build import build_searcher
 from nas.config import build_config
 
 

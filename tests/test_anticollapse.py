@@ -4,9 +4,9 @@ import torch
 
 import search_spaces
 from nas import ChoiceLayer
-from nas.build import build_searcher
+from nas.cli.build import build_searcher
 from nas.config import build_config
-from nas.derive import derive_with_caps
+from nas.spaces.derive import derive_with_caps
 
 TINY = ["data.dataset=synthetic", "data.synthetic_size=64", "data.image_size=8", "data.batch_size=16",
         "model.C=4", "model.N=1", "search.epochs=5", "seed=1"]
@@ -98,7 +98,7 @@ def _ks_distance(a, b):
 
 
 def test_clip_rows_clamps_renormalises_and_revives_an_all_zero_row_at_its_argmax():
-    from nas.sdarts import clip_rows
+    from nas.sampling.sdarts import clip_rows
     rows = torch.tensor([[1.2, 0.3, -0.1],      # clamp to [1, 0.3, 0], then / 1.3
                          [-0.1, -0.2, -0.05],   # all clipped to 0: 1 at the argmax (before clamping)
                          [0.2, 0.2, 0.1]])      # in range: only renormalised
@@ -108,7 +108,7 @@ def test_clip_rows_clamps_renormalises_and_revives_an_all_zero_row_at_its_argmax
 
 @pytest.mark.parametrize("epsilon", [0.03, 0.3, 0.9])
 def test_perturbed_weights_are_distributions_and_match_a_reference_implementation(epsilon):
-    from nas.sdarts import perturb
+    from nas.sampling.sdarts import perturb
     import random
     probs = torch.softmax(torch.tensor([[2.0, 0.0, -1.0, 0.5, 0.0], [0.0] * 5, [-3.0, 4.0, 0.0, 0.0, 1.0]]), -1)
     n = 4000
@@ -127,7 +127,7 @@ def test_perturbed_weights_are_distributions_and_match_a_reference_implementatio
 
 
 def test_perturbation_noise_is_uniform_on_minus_eps_to_eps_from_the_given_generator():
-    from nas.sdarts import perturb
+    from nas.sampling.sdarts import perturb
     eps = 0.1
     probs = torch.full((1, 5), 0.2)  # every weight in [eps, 1 - eps]: nothing is clipped
     gen = torch.Generator().manual_seed(3)
@@ -143,7 +143,7 @@ def test_perturbation_noise_is_uniform_on_minus_eps_to_eps_from_the_given_genera
 
 
 def test_masked_ops_get_no_weight_under_perturbation():
-    from nas.sdarts import perturb
+    from nas.sampling.sdarts import perturb
     allowed = torch.tensor([[True, True, False], [True, False, False]])
     probs = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
     gen = torch.Generator().manual_seed(0)
@@ -153,7 +153,7 @@ def test_masked_ops_get_no_weight_under_perturbation():
 
 
 def test_sdarts_epsilon_ramps_linearly_from_0_03_to_the_configured_value():
-    from nas.sdarts import epsilon_at
+    from nas.sampling.sdarts import epsilon_at
     searcher = build_searcher(build_config({}, TINY + ["model.mode=darts", "search.sdarts_epsilon=0.3"]), log=quiet)
     seen = []
     original = searcher.supernet.architecture.sample_many
@@ -191,8 +191,8 @@ def test_sdarts_perturbs_only_the_weight_steps_sample(mode):
     eps = 0.03 + (0.5 - 0.03) * 2 / 5
     # Replay the first iteration's draws from the sampler's generator: the noise of the weight
     # step's weights comes first, then the Gumbel noise of each sample in order.
-    from nas.gumbel import gumbel_softmax_sample
-    from nas.sdarts import perturb
+    from nas.sampling.gumbel import gumbel_softmax_sample
+    from nas.sampling.sdarts import perturb
     gen = torch.Generator().manual_seed(0)
     gen.set_state(state)
     exact = torch.softmax(logits, -1)
@@ -235,7 +235,7 @@ def test_gdas_weight_step_samples_follow_the_perturbed_distribution_and_arch_ste
 
 
 def test_old_perturbation_key_names_the_new_one():
-    from nas.errors import UserError
+    from nas.utils.errors import UserError
     with pytest.raises(UserError, match="search.sdarts_epsilon") as info:
         build_config({"search": {"perturb_logits": 0.5}})
     assert "\n" not in str(info.value)
@@ -274,7 +274,7 @@ def test_derive_exclude_never_derives_none_and_otherwise_keeps_the_argmax():
     (["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"], "excludes every op"),
 ])
 def test_derive_exclude_rejects_unknown_or_all_ops(exclude, message):
-    from nas.errors import UserError
+    from nas.utils.errors import UserError
     with pytest.raises(UserError, match=message):
         build_searcher(build_config({}, TINY + [f"model.derive_exclude={exclude}"]), log=quiet)
 
@@ -357,6 +357,6 @@ def test_derivation_ranks_inputs_by_edge_weight_times_op_probability():
 
 
 def test_edge_normalization_is_refused_outside_the_darts_space():
-    from nas.errors import UserError
+    from nas.utils.errors import UserError
     with pytest.raises(UserError, match="only darts has it"):
         build_searcher(build_config({}, TINY + ["model.edge_normalization=true"]), log=quiet)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
-from nas.build import build_searcher
+from nas.cli.build import build_searcher
 from nas.config import build_config
 
 TINY = ["data.dataset=synthetic", "data.synthetic_size=64", "data.image_size=8", "data.batch_size=16",

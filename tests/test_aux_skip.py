@@ -3,13 +3,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-import nas.build
+import nas.cli.build
 import search_spaces
 from nas import ChoiceLayer
-from nas.build import build_searcher
+from nas.cli.build import build_searcher
 from nas.config import build_config
-from nas.errors import UserError
-from nas.ops import FactorizedReduce
+from nas.utils.errors import UserError
+from nas.layers.ops import FactorizedReduce
 
 TINY = ["data.dataset=synthetic", "data.synthetic_size=32", "data.image_size=8", "data.batch_size=8",
         "model.C=4", "model.N=1", "search.epochs=2", "seed=0"]
@@ -89,6 +89,6 @@ def test_aux_skip_in_a_space_without_it_is_a_one_line_error(monkeypatch):
         def build_supernet(self, mode="gdas", num_classes=10, C=16, N=5, in_channels=3):
             return super().build_supernet(mode, num_classes, C, N, in_channels)
 
-    monkeypatch.setattr(nas.build, "get_space", lambda name: NoSkipSpace())
+    monkeypatch.setattr(nas.cli.build, "get_space", lambda name: NoSkipSpace())
     with pytest.raises(UserError, match="'search.aux_skip' is not available in the nb201 space"):
         build_searcher(build_config({}, TINY + ["search.aux_skip=true"]), log=quiet)

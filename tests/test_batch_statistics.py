@@ -2,8 +2,8 @@
 import torch
 import torch.nn as nn
 
-from nas.batch_statistics import batch_statistics
-from nas.build import build_searcher
+from nas.layers.batch_statistics import batch_statistics
+from nas.cli.build import build_searcher
 from nas.config import build_config
 
 TINY = ["data.dataset=synthetic", "data.synthetic_size=96", "data.image_size=8", "data.batch_size=16",

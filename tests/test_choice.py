@@ -5,7 +5,7 @@ import torch.nn as nn
 
 import search_spaces
 from nas import Architecture, ChoiceLayer, tau_at
-from nas.ops import Zero
+from nas.layers.ops import Zero
 
 
 class Negate(nn.Module):
@@ -97,7 +97,7 @@ def test_sampled_none_costs_no_convolution():
 
 def test_weight_step_leaves_unsampled_ops_untouched_and_arch_step_reaches_every_logit():
     from nas.data import build_search_data, make_synthetic
-    from nas.search import Searcher
+    from nas.engine.search import Searcher
     from nas.config import SearchConfig
 
     net = _supernet("gdas")

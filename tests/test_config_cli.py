@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from nas.config import Config, build_config, diff_configs, load_config, parse_override, read_yaml
-from nas.errors import UserError
-from nas.yamlio import flatten
+from nas.utils.errors import UserError
+from nas.utils.yamlio import flatten
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -328,7 +328,7 @@ def test_cli_run_metrics(finished_run):
 
 def test_cli_run_genotype(finished_run):
     import search_spaces  # noqa: F401  (registers nb201)
-    from nas.genotype import load_genotype
+    from nas.spaces.genotype import load_genotype
 
     out, _, _ = finished_run
     space, genotype = load_genotype(out / "genotype.yaml")
@@ -508,7 +508,7 @@ def test_hostile_overrides_are_one_short_line(override, what):
 
 def test_genotype_files_refuse_aliases_duplicates_and_huge_strings(tmp_path):
     import search_spaces  # noqa: F401
-    from nas.genotype import load_genotype
+    from nas.spaces.genotype import load_genotype
 
     good = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
     cases = {
@@ -535,7 +535,7 @@ def test_genotype_files_refuse_aliases_duplicates_and_huge_strings(tmp_path):
 ])
 def test_nb201_parser_takes_ascii_digits_only(text):
     import search_spaces  # noqa: F401
-    from nas.space import get_space
+    from nas.spaces.space import get_space
 
     with pytest.raises(UserError) as e:
         get_space("nb201").parse(text)

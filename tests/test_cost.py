@@ -8,10 +8,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import search_spaces
 from nas import ArchSample, UserError
-from nas.cost import CostConfig, CostObjective, CostTables, cost_tables, expected_cost
-from nas.latency import build_supernet_for, main as latency_main
-from nas.ops import ReLUConvBN
-from nas.train import count_flops
+from nas.cost.objective import CostConfig, CostObjective, CostTables, cost_tables, expected_cost
+from nas.cost.latency import build_supernet_for, main as latency_main
+from nas.layers.ops import ReLUConvBN
+from nas.engine.train import count_flops
 from timm.models._efficientnet_blocks import InvertedResidual
 
 SMALL = {"nb201": dict(C=4, N=1), "darts": dict(C=4, N=1), "mobilenet": dict(C=8, N=2, head_width=32)}
@@ -86,7 +86,7 @@ DERIVATIONS = [  # (space, derivation rule, max_skip, derive_exclude): every swi
 
 @pytest.mark.parametrize("space, rule, max_skip, exclude", DERIVATIONS)
 def test_derived_cost_is_the_flops_of_the_exported_genotypes_network(space, rule, max_skip, exclude):
-    from nas.derive import derive_with_caps
+    from nas.spaces.derive import derive_with_caps
 
     net = supernet(space, seed=2)
     sp = search_spaces.get(space)
@@ -239,16 +239,16 @@ def test_latency_profiler_writes_a_table_that_cost_tables_reads(tmp_path, capsys
     assert tables.tables["cell"].shape == (6, 5) and tables.base == table["base_ms"]
     assert torch.all(tables.tables["cell"][:, 0] == 0) and torch.all(tables.tables["cell"][:, 1:] > 0)
     other = build_supernet_for("nb201", C=4, N=1, input_size=8, in_channels=3)
-    with pytest.raises(UserError, match="rerun python -m nas.latency"):
+    with pytest.raises(UserError, match="rerun python -m nas.cost.latency"):
         cost_tables(other, (3, 8, 8), "latency", latency_table=out)
 
 
 @pytest.mark.parametrize("space", ["mobilenet", "nb201"])
 def test_a_tight_flops_budget_derives_a_cheaper_network(space):
     """Same seed, same data: the budgeted search must derive fewer FLOPs than the plain one."""
-    from nas.build import build_searcher
+    from nas.cli.build import build_searcher
     from nas.config import build_config
-    from nas.train import count_flops
+    from nas.engine.train import count_flops
 
     base = ["data.dataset=synthetic", "data.synthetic_size=64", "data.image_size=16", "data.batch_size=16",
             f"model.space={space}", "model.C=8", "model.N=1", "search.epochs=3", "search.arch_lr=0.05",

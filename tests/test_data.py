@@ -28,7 +28,7 @@ from nas.data import (
     make_synthetic,
     split_indices,
 )
-from nas.errors import UserError
+from nas.utils.errors import UserError
 
 
 def _rows(images: torch.Tensor) -> set[bytes]:

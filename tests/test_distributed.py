@@ -51,7 +51,7 @@ def test_torchrun_cli_writes_one_set_of_files(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_train_final_writes_one_final_json(tmp_path):
-    from nas.genotype import genotype_record, save_genotype
+    from nas.spaces.genotype import genotype_record, save_genotype
     import search_spaces
     space = search_spaces.get("nb201")
     gfile = tmp_path / "g.yaml"

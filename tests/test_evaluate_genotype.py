@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import search_spaces  # noqa: F401
-from nas.build import build_searcher
-from nas.choice import ChoiceLayer
+from nas.cli.build import build_searcher
+from nas.layers.choice import ChoiceLayer
 from nas.config import build_config
 from search_spaces import darts as darts_space
 from search_spaces import nb201 as nb201_space

@@ -1,4 +1,4 @@
-"""The searched-vs-random experiment tool (nas/experiment.py) and the digits_clutter task it runs on."""
+"""The searched-vs-random experiment tool (nas/experiment/experiment.py) and the digits_clutter task it runs on."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ import yaml
 import search_spaces
 from nas.config import build_config
 from nas.data import CLUTTER_MEAN, CLUTTER_STD, load_dataset, load_digits, load_digits_clutter
-from nas.experiment import main, percentile_among, summarize
-from nas.genotype import load_genotype
+from nas.experiment.experiment import main, percentile_among, summarize
+from nas.spaces.genotype import load_genotype
 
 TINY_DATA = {"dataset": "synthetic", "synthetic_size": 48, "image_size": 8, "batch_size": 16}
 TINY_MODEL = {"space": "nb201", "C": 4, "N": 1}

@@ -10,9 +10,9 @@ import timm
 import torch
 
 import search_spaces
-from nas.build import build_final_trainer, build_searcher
+from nas.cli.build import build_final_trainer, build_searcher
 from nas.config import build_config
-from nas.genotype import load_genotype, save_genotype, genotype_record
+from nas.spaces.genotype import load_genotype, save_genotype, genotype_record
 from search_spaces.darts import PUBLISHED
 
 ROOT = Path(__file__).resolve().parents[1]

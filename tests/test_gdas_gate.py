@@ -12,14 +12,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import nas.ops
+import nas.layers.ops
 import search_spaces
 from nas import ChoiceLayer
-from nas.architecture import ArchSample
-from nas.build import build_searcher
+from nas.sampling.architecture import ArchSample
+from nas.cli.build import build_searcher
 from nas.config import build_config
-from nas.errors import UserError
-from nas.straight_through import ALL_OPS, SAMPLED_OP
+from nas.utils.errors import UserError
+from nas.layers.gates import ALL_OPS, SAMPLED_OP
 
 TINY = ["data.dataset=synthetic", "data.synthetic_size=32", "data.image_size=8", "data.batch_size=8",
         "model.C=4", "model.N=1", "search.epochs=1", "search.arch_weight_decay=0", "seed=3"]
@@ -60,7 +60,7 @@ def official_logit_grads(supernet, x, y, seed, rule, monkeypatch):
     sample = official_sample(supernet.architecture, seed)
     with monkeypatch.context() as m:
         m.setattr(ChoiceLayer, "forward", official_forward(rule))
-        m.setattr(nas.ops, "run_sequential", nn.Sequential.forward)
+        m.setattr(nas.layers.ops, "run_sequential", nn.Sequential.forward)
         loss = F.cross_entropy(supernet.forward_sample(x, sample), y)
     return torch.autograd.grad(loss, supernet.arch_parameters())
 

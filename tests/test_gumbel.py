@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nas import gumbel_softmax, sample_gumbel, tau_at
-from nas.gumbel import TAU_SCHEDULES, gumbel_softmax_sample
+from nas.sampling.gumbel import TAU_SCHEDULES, gumbel_softmax_sample
 
 # 99.99% quantile of chi-square with 4 degrees of freedom (5 categories).
 CHI2_4DOF_P9999 = 23.513

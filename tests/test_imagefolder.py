@@ -17,11 +17,11 @@ import torch
 import search_spaces
 import train_final
 import train_search
-from nas.build import build_final_trainer, build_search_data_from_config, resolve_device
+from nas.cli.build import build_final_trainer, build_search_data_from_config, resolve_device
 from nas.config import build_config
 from nas.data import TEST_SPLIT_SEED, hold_out, load_dataset, load_imagefolder
-from nas.errors import UserError
-from nas.genotype import genotype_record, save_genotype
+from nas.utils.errors import UserError
+from nas.spaces.genotype import genotype_record, save_genotype
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}

@@ -8,7 +8,7 @@ from timm.models._efficientnet_builder import decode_arch_def
 
 import search_spaces
 from nas import UserError
-from nas.derive import derive_with_caps
+from nas.spaces.derive import derive_with_caps
 from search_spaces.mobilenet import (OP_NAMES, SKIP, STAGES, MobileNetGenotype, Widths, layer_rows,
                                      stage_strides)
 

@@ -4,7 +4,7 @@ import torch
 
 import search_spaces
 from nas import UserError
-from nas.registry import Registry
+from nas.spaces.registry import Registry
 from search_spaces.nb201 import OP_NAMES, NB201Genotype, NB201SearchCell
 
 SPACE = search_spaces.get("nb201")

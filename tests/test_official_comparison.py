@@ -33,9 +33,9 @@ train: {epochs: 1, lr: 0.05, eval_every: 0}
 
 
 def test_official_schedules_match_ours():
-    from nas.gumbel import tau_at
+    from nas.sampling.gumbel import tau_at
     from nas.config import SearchConfig
-    from nas.search import build_optimizers
+    from nas.engine.search import build_optimizers
     import search_spaces
 
     for epochs in (2, 7, 40):

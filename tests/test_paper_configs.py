@@ -43,9 +43,9 @@ def test_none_free_variants_differ_from_the_paper_config_only_in_derivation(name
 
 
 def test_bn_layout_key_reaches_the_supernet_and_is_refused_where_a_space_lacks_it():
-    from nas.build import build_searcher
+    from nas.cli.build import build_searcher
     from nas.config import build_config
-    from nas.errors import UserError
+    from nas.utils.errors import UserError
     tiny = ["data.dataset=synthetic", "data.synthetic_size=32", "data.image_size=8", "data.batch_size=8",
             "model.C=4", "model.N=1", "search.epochs=1"]
     quiet = lambda *_: None

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
-from nas.build import build_searcher
-from nas.cli import open_run_dir
+from nas.cli.build import build_searcher
+from nas.cli.run_command import open_run_dir
 from nas.config import build_config
-from nas.genotype import load_genotype
+from nas.spaces.genotype import load_genotype
 
 import matplotlib  # noqa: E402  (the test extra includes the viz extra)
 import matplotlib.image  # noqa: E402
-from nas import report  # noqa: E402
-from nas.tensorboard import TensorBoardLogger, TensorBoardUnavailable  # noqa: E402
+from nas.report import report  # noqa: E402
+from nas.report.tensorboard import TensorBoardLogger, TensorBoardUnavailable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # One thread: these models are tiny, and on a shared machine extra OpenMP threads mostly wait for each other.
@@ -233,7 +233,7 @@ def _forced_run(tmp_path, extra, set_logits):
 
 def _red_boxes(fig):
     from matplotlib.colors import to_rgba
-    from nas.report_figures import DERIVED_COLOR
+    from nas.report.figures import DERIVED_COLOR
 
     return {(round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in fig.axes[0].patches
             if p.get_edgecolor() == to_rgba(DERIVED_COLOR)}
@@ -258,7 +258,7 @@ def test_report_marks_the_derived_op_not_the_excluded_or_capped_one(tmp_path):
         assert marks.passed_over[e] == {0: "excluded"} and marks.derived[e] == [3]
     capped = [e for e in (1, 4) if marks.derived[e] != [1]]
     assert len(capped) == 1 and marks.passed_over[capped[0]] == {1: "capped"}
-    from nas.report_figures import heatmap_figure
+    from nas.report.figures import heatmap_figure
     from matplotlib.figure import Figure
     assert _red_boxes(heatmap_figure(Figure, run, "cell", marks)) == {(e, d[0]) for e, d in enumerate(marks.derived)}
 

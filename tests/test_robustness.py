@@ -14,10 +14,10 @@ import torch
 
 import search_spaces  # noqa: F401
 from nas import UserError
-from nas.build import build_searcher
-from nas.checkpoint import load_checkpoint, save_checkpoint
+from nas.cli.build import build_searcher
+from nas.engine.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import build_config
-from nas.loop import RunDiverged
+from nas.engine.loop import RunDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.dataset=synthetic", "data.synthetic_size=96", "data.image_size=8", "data.batch_size=16",

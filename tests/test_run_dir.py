@@ -12,11 +12,11 @@ import torch
 
 import search_spaces  # noqa: F401
 from nas import UserError
-from nas.build import build_searcher
-from nas.checkpoint import load_checkpoint, save_checkpoint
-from nas.cli import LOCK, lock_run_dir, open_run_dir
+from nas.cli.build import build_searcher
+from nas.engine.checkpoint import load_checkpoint, save_checkpoint
+from nas.cli.run_command import LOCK, lock_run_dir, open_run_dir
 from nas.config import build_config
-from nas.loop import CHECKPOINT, METRICS, RunDiverged, RunWriteFailed
+from nas.engine.loop import CHECKPOINT, METRICS, RunDiverged, RunWriteFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.dataset=synthetic", "data.synthetic_size=96", "data.image_size=8", "data.batch_size=16",
@@ -62,10 +62,10 @@ def test_a_new_run_starts_a_clean_history_and_removes_torn_writes(tmp_path):
 
 def test_a_failed_checkpoint_write_takes_its_metrics_line_back(tmp_path, monkeypatch):
     """Disk full while checkpointing epoch 2: one line naming the file, epoch 1's checkpoint and history stay."""
-    import nas.loop
+    import nas.engine.loop
 
     cfg, out, searcher = new_run(tmp_path)
-    real = nas.loop.save_checkpoint
+    real = nas.engine.loop.save_checkpoint
     calls = {"n": 0}
 
     def full_disk(path, state):
@@ -74,7 +74,7 @@ def test_a_failed_checkpoint_write_takes_its_metrics_line_back(tmp_path, monkeyp
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(path, state)
 
-    monkeypatch.setattr(nas.loop, "save_checkpoint", full_disk)
+    monkeypatch.setattr(nas.engine.loop, "save_checkpoint", full_disk)
     with pytest.raises(RunWriteFailed) as info:
         searcher.run()
     message = str(info.value)
@@ -114,8 +114,8 @@ def test_file_size_limit_before_the_first_checkpoint_then_resume_gives_one_histo
 def test_a_second_run_in_a_locked_directory_is_refused_naming_the_holder(tmp_path):
     cfg, out, _ = new_run(tmp_path)  # this process now holds the run's lock
     assert (out / LOCK).read_text().strip() == str(os.getpid())
-    other = [sys.executable, "-c", "import sys; from pathlib import Path; from nas.cli import lock_run_dir; "
-             "from nas.errors import UserError\ntry:\n    lock_run_dir(Path(sys.argv[1]))\n"
+    other = [sys.executable, "-c", "import sys; from pathlib import Path; from nas.cli.run_command import lock_run_dir; "
+             "from nas.utils.errors import UserError\ntry:\n    lock_run_dir(Path(sys.argv[1]))\n"
              "except UserError as e:\n    print(e); sys.exit(2)", str(out)]
     p = subprocess.run(other, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2, p.stderr
@@ -185,7 +185,7 @@ def test_weights_that_overflow_mid_epoch_are_never_checkpointed(tmp_path):
 
 
 def test_final_training_divergence_names_the_first_bad_step(tmp_path):
-    from nas.train import FinalTrainer
+    from nas.engine.train import FinalTrainer
     from nas.data import TensorLoader, make_synthetic
 
     train = TensorLoader(make_synthetic(64, 4, 8), 16, shuffle=True)
@@ -268,13 +268,13 @@ def test_the_checkpoint_records_the_resolved_config_and_resumes_under_it(finishe
 # --------------------------------------------------------------------------- interrupt at the end
 
 def test_sigint_during_the_report_says_the_search_finished(tmp_path, monkeypatch, capsys):
-    import nas.report
+    import nas.report.report
     import train_search
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nas.report, "try_write_report", interrupted)
+    monkeypatch.setattr(nas.report.report, "try_write_report", interrupted)
     out = tmp_path / "run"
     overrides = [o for o in TINY if o != "search.report=false"] + ["search.progress=false"]
     assert train_search.main(["--out", str(out), *overrides]) == 130
@@ -287,7 +287,7 @@ def test_sigint_during_the_report_says_the_search_finished(tmp_path, monkeypatch
 def test_no_stray_warnings_when_refusing_a_pickle_or_scheduling_one_epoch(tmp_path, caplog):
     import warnings
 
-    from nas.loop import cosine_scheduler
+    from nas.engine.loop import cosine_scheduler
 
     import pickle
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401
-from nas.build import build_searcher
+from nas.cli.build import build_searcher
 from nas.config import build_config
-from nas.genotype import load_genotype
+from nas.spaces.genotype import load_genotype
 
 ROOT = Path(__file__).resolve().parents[1]
 

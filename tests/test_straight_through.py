@@ -7,8 +7,8 @@ import torch.nn as nn
 
 import search_spaces
 from nas import ChoiceLayer
-from nas.ops import ReLUConvBN, SepConv
-from nas.straight_through import ALL_OPS, GATE_RULES, SAMPLED_OP, StraightThroughBatchNorm2d
+from nas.layers.ops import ReLUConvBN, SepConv
+from nas.layers.gates import ALL_OPS, GATE_RULES, SAMPLED_OP, StraightThroughBatchNorm2d
 
 
 def reference(op, x, weights, index, rule=ALL_OPS):

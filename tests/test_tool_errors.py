@@ -1,12 +1,14 @@
-"""``python -m nas.report``, ``nas.latency`` and ``nas.experiment``: bad arguments and unwritable outputs are one line."""
+"""``python -m nas.report``, ``nas.cost.latency`` and ``nas.experiment``: bad arguments and unwritable outputs are one line."""
 from pathlib import Path
 
 import pytest
 
 import search_spaces  # noqa: F401
-from nas import experiment, latency, report
-from nas.build import build_searcher
-from nas.cli import open_run_dir
+from nas.experiment import experiment
+from nas.cost import latency
+from nas.report import report
+from nas.cli.build import build_searcher
+from nas.cli.run_command import open_run_dir
 from nas.config import build_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .registry import SEARCH_SPACES
-from .supernet import Supernet
+from ..layers.supernet import Supernet
 
 
 class SearchSpace:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Iterator
 
-from .errors import UserError
+from ..utils.errors import UserError
 
 
 class Registry:

@@ -14,11 +14,11 @@ differentiable w.r.t. the logits (straight-through for ``gdas``). Metrics:
 
 * ``flops``: ``torch.utils.flop_counter.FlopCounterMode`` per image (a
   multiply-add counts 2; BN, activations, pooling, additions and conv/linear
-  biases are not counted), as ``nas.train.count_flops`` counts a network.
+  biases are not counted), as ``nas.engine.train.count_flops`` counts a network.
 * ``params``: the parameters of each op *as built in the supernet* (search BN
   has no affine, NB201's search convs carry a bias), so it is a relative size
   measure, not the discrete network's exact count.
-* ``latency``: milliseconds from a table written by ``python -m nas.latency``.
+* ``latency``: milliseconds from a table written by ``python -m nas.cost.latency``.
 
 Ops named ``none`` (and the masked placeholders, which choice layers also name
 ``none``) cost 0.
@@ -36,10 +36,10 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .architecture import ArchSample
-from .choice import ChoiceLayer
-from .errors import UserError
-from .supernet import Supernet
+from ..sampling.architecture import ArchSample
+from ..layers.choice import ChoiceLayer
+from ..utils.errors import UserError
+from ..layers.supernet import Supernet
 
 METRICS = ("none", "flops", "params", "latency")
 FORMS = ("fbnet", "additive")
@@ -125,7 +125,7 @@ def cost_tables(supernet: Supernet, input_shape: tuple[int, ...], metric: str,
         supernet: Any supernet implementing ``choice_layers()``; it runs on its own device.
         input_shape: One image, ``(C, H, W)``.
         metric: ``flops``, ``params`` or ``latency``.
-        latency_table: For ``latency``: the JSON file (or its loaded dict) of ``python -m nas.latency``.
+        latency_table: For ``latency``: the JSON file (or its loaded dict) of ``python -m nas.cost.latency``.
 
     Returns:
         ``CostTables`` on the supernet's device.
@@ -203,19 +203,19 @@ def _count(run) -> float:
 
 def _read_latency(table: str | Path | dict | None, supernet: Supernet, shapes: dict):
     if table is None or table == "":
-        raise UserError("the latency cost needs a table: write one with python -m nas.latency and set cost.table")
+        raise UserError("the latency cost needs a table: write one with python -m nas.cost.latency and set cost.table")
     where = "the latency table" if isinstance(table, dict) else f"latency table {str(table)!r}"
     if not isinstance(table, dict):
         try:
             table = json.loads(Path(table).read_text())
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read {where}: {str(e).splitlines()[0]}") from None
-    redo = "rerun python -m nas.latency with this run's space, C, N, input size and channels"
+    redo = "rerun python -m nas.cost.latency with this run's space, C, N, input size and channels"
     try:
         entries = {entry["name"]: entry for entry in table["layers"]}
         base = float(table["base_ms"])
     except (KeyError, TypeError):
-        raise UserError(f"{where} is not a table written by python -m nas.latency") from None
+        raise UserError(f"{where} is not a table written by python -m nas.cost.latency") from None
     names = layer_names(supernet)
     per_layer = {}
     for group, edge, layer in supernet.choice_layers():
@@ -326,7 +326,7 @@ class CostConfig:
     alpha: float = 0.2            # FBNet's alpha
     beta: float = 0.6             # FBNet's beta
     lam: float = 1.0              # weight of the additive term
-    table: str = ""               # latency: the JSON of python -m nas.latency
+    table: str = ""               # latency: the JSON of python -m nas.cost.latency
 
     def validate(self) -> None:
         """Range and choice checks; ``UserError`` naming the key ``cost.<field>``."""
@@ -342,6 +342,6 @@ class CostConfig:
         need(self.metric == "none" or self.form != "additive" or self.target > 0, "target",
              f"must be > 0 for cost.form=additive (in the unit of cost.metric), got {self.target}")
         if self.metric == "latency":
-            need(bool(self.table), "table", "must name the JSON of python -m nas.latency for cost.metric=latency")
+            need(bool(self.table), "table", "must name the JSON of python -m nas.cost.latency for cost.metric=latency")
             need(Path(self.table).is_file(), "table",
-                 f"names {self.table!r}, which does not exist; write it with python -m nas.latency")
+                 f"names {self.table!r}, which does not exist; write it with python -m nas.cost.latency")

@@ -1,13 +1,13 @@
 """The epoch loop the search and the retraining share: position, run directory, checkpoints, resume, stops.
 
-``Searcher`` (``nas.search``) and ``FinalTrainer`` (``nas.train``) differ in
+``Searcher`` (``nas.engine.search``) and ``FinalTrainer`` (``nas.engine.train``) differ in
 what one epoch does; everything around the epochs is here, once:
 
 * the position ``(epoch, step)`` and the partial sums of an epoch stopped
   mid-way, so a resumed run replays nothing and skips nothing;
 * the run directory: ``metrics.jsonl`` (one line per epoch, rewritten to the
   checkpoint's epochs on resume) and ``checkpoint.pt`` (atomic, see
-  ``nas.checkpoint``), written at every epoch end and, on request, mid-epoch;
+  ``nas.engine.checkpoint``), written at every epoch end and, on request, mid-epoch;
 * stop requests (SIGINT/SIGTERM through ``request_stop``) and step
   checkpoints (``checkpoint_every``), agreed across ranks by ``StopControl``;
 * the non-finite rule: a non-finite loss, gradient, weight (parameter or
@@ -27,15 +27,19 @@ import contextlib
 import json
 import logging
 import math
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
+from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, remove_torn_writes, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
+from ..utils.atomic import remove_torn_writes
 from .distributed import DistContext, StopControl
-from .errors import UserError
-from .yamlio import brief, flatten
+from .epoch_sums import EpochSums
+from ..utils.errors import UserError
+from ..utils.yamlio import brief, flatten
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -142,6 +146,17 @@ class EpochLoop:
     def divergence_key(self, nonfinite: list[str], flags: int = 0) -> str:
         """The config key (``key (value)``) to blame; ``nonfinite``: names of non-finite weights, ``flags``: loop-defined."""
         return "the learning rate"
+
+    # ----------------------------------------------------------------- shared by the loops' epochs
+    def epoch_sums(self, sums: tuple[str, ...], counts: tuple[str, ...], device: torch.device) -> EpochSums:
+        """This epoch's running sums, starting from the interrupted part when the epoch resumes mid-way."""
+        partial, self._partial = self._partial, None
+        return EpochSums(sums, counts, device, partial)
+
+    def progress_bar(self, batches: Iterable, epoch: int, total: int, show: bool):
+        """A progress bar over the rest of the epoch (``self.step`` batches are already done); shown on a terminal."""
+        return tqdm(batches, total=total, initial=self.step, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
+                    disable=not (show and sys.stderr.isatty()))
 
     # ----------------------------------------------------------------- the loop
     def request_stop(self, signum: int) -> None:

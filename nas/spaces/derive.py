@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import UserError
+from ..utils.errors import UserError
 from .space import SearchSpace
 
 PARAMETER_FREE = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3", "skip")

@@ -8,49 +8,14 @@ boundary from torch 2.6 on, the project's floor; CVE-2025-32434 broke it before)
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 
-from .errors import UserError
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Calls ``write(file)`` on a temporary file, fsyncs it, and renames it to ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
-def remove_torn_writes(folder: str | Path) -> list[Path]:
-    """Deletes the temporaries ``atomic_write`` leaves when its process is killed mid-write; returns them."""
-    torn = sorted(Path(folder).glob(".*.tmp"))
-    for path in torn:
-        path.unlink(missing_ok=True)
-    return torn
+from ..utils.atomic import atomic_write
+from ..utils.errors import UserError
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

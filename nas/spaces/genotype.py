@@ -2,7 +2,7 @@
 
 The string is the space's own format (the NB201 arch string, the DARTS
 ``Genotype(...)``), so it pastes into code of that family; this module only
-wraps it. Reading uses ``nas.yamlio`` (a safe loader without aliases, bounded in size):
+wraps it. Reading uses ``nas.utils.yamlio`` (a safe loader without aliases, bounded in size):
 a genotype file cannot run code or exhaust memory.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from .checkpoint import atomic_write
-from .errors import UserError
+from ..utils.atomic import atomic_write
+from ..utils.errors import UserError
 from .space import SearchSpace, get_space
-from .yamlio import brief, describe_yaml_error, read_yaml_file
+from ..utils.yamlio import brief, describe_yaml_error, read_yaml_file
 
 GENOTYPE = "genotype.yaml"  # the file name a search writes and train_final.py reads
 

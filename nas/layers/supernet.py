@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from .architecture import MODES, Architecture, ArchSample
+from ..sampling.architecture import MODES, Architecture, ArchSample
 
 if TYPE_CHECKING:
     from .choice import ChoiceLayer

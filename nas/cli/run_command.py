@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import UserError
+from ..utils.errors import UserError
 
 CONFIG = "config.yaml"
 LOCK = ".lock"
@@ -56,7 +56,7 @@ def resolve_run(args: argparse.Namespace, default_config: Path, checkpoint: str)
     Returns:
         ``(cfg, out_dir, config_path_or_None)``; nothing is written yet.
     """
-    from .config import build_config, diff_configs, load_config, read_yaml
+    from ..config import build_config, diff_configs, load_config, read_yaml
 
     if args.resume:
         out = Path(args.resume)
@@ -129,8 +129,8 @@ def open_run_dir(out: Path, cfg, resume: bool, checkpoint: str = "checkpoint.pt"
     """
     import yaml
 
-    from .checkpoint import atomic_write, remove_torn_writes
-    from .loop import METRICS
+    from ..utils.atomic import atomic_write, remove_torn_writes
+    from ..engine.loop import METRICS
 
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ saves:
 * ``none``: nothing is saved, ``<g, 0> = 0``;
 * anything else (identity, timm blocks): the output is saved, as before.
 
-Which op gets which gate is the choice layer's decision (``nas.choice``).
+Which op gets which gate is the choice layer's decision (``nas.layers.choice``).
 """
 from __future__ import annotations
 

@@ -30,13 +30,13 @@ from typing import Callable, Iterator
 
 import torch
 
-from .checkpoint import atomic_write
-from .cli import CONFIG, guarded_main, open_run_dir, stop_signals
-from .config import Config, build_config, diff_configs, load_config, read_yaml
-from .errors import UserError
-from .genotype import GENOTYPE, genotype_record, load_genotype, save_genotype
-from .loop import CHECKPOINT, RunDiverged, RunInterrupted
-from .train import FINAL
+from ..utils.atomic import atomic_write
+from ..cli.run_command import CONFIG, guarded_main, open_run_dir, stop_signals
+from ..config import Config, build_config, diff_configs, load_config, read_yaml
+from ..utils.errors import UserError
+from ..spaces.genotype import GENOTYPE, genotype_record, load_genotype, save_genotype
+from ..engine.loop import CHECKPOINT, RunDiverged, RunInterrupted
+from ..engine.train import FINAL
 
 SEARCH_DONE = "search.json"   # written once a search has run all its epochs
 RETRAIN = "retrain"           # the retraining run dir inside each architecture's dir
@@ -113,7 +113,7 @@ def run_search_job(cfg: Config, out: Path) -> tuple[dict, bool]:
 
 
 def _search(cfg: Config, out: Path) -> tuple[dict, bool]:
-    from .build import build_searcher
+    from ..cli.build import build_searcher
 
     _check_config(out, cfg)
     if (out / SEARCH_DONE).is_file():
@@ -138,7 +138,7 @@ def run_retrain_job(cfg: Config, genotype_path: Path, out: Path) -> tuple[dict, 
 
 
 def _retrain(cfg: Config, genotype_path: Path, out: Path) -> tuple[dict, bool]:
-    from .build import build_final_trainer
+    from ..cli.build import build_final_trainer
 
     _check_config(out, cfg)
     if (out / FINAL).is_file():
@@ -161,7 +161,7 @@ def _retrain(cfg: Config, genotype_path: Path, out: Path) -> tuple[dict, bool]:
 
 def write_random_genotypes(space_name: str, count: int, random_dir: Path) -> list[Path]:
     """Draws ``count`` random cells (one seeded stream) and writes ``random-<k>/genotype.yaml``."""
-    from .space import get_space
+    from ..spaces.space import get_space
 
     space = get_space(space_name)
     generator = torch.Generator().manual_seed(RANDOM_SEED)

@@ -13,8 +13,6 @@ anywhere resumes onto the same batches, samples and results.
 """
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,23 +20,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.utils import distribute_bn
-from tqdm import tqdm
 
-from .architecture import ArchSample
-from .batch_statistics import batch_statistics
-from .choice import ChoiceLayer
-from .derive import derive_with_caps
+from ..sampling.architecture import ArchSample
+from ..layers.batch_statistics import batch_statistics
+from ..layers.choice import ChoiceLayer
+from ..spaces.derive import derive_with_caps
 from .checkpoint import rng_state, set_rng_state
-from .config import SearchConfig
-from .cost import CostObjective
-from .data import SearchData, TensorLoader
-from .distributed import DistContext, all_reduce_sum, average_gradients, broadcast_module
-from .genotype import GENOTYPE, genotype_record, save_genotype
-from .gumbel import tau_at
+from ..config import SearchConfig
+from ..cost.objective import CostObjective
+from ..data import SearchData, TensorLoader
+from .distributed import DistContext, average_gradients, broadcast_module
+from .evaluation import evaluate_classifier
+from ..spaces.genotype import GENOTYPE, genotype_record, save_genotype
+from ..sampling.gumbel import tau_at
 from .loop import EpochLoop, cosine_scheduler
-from .sdarts import epsilon_at
-from .space import SearchSpace
-from .supernet import Supernet
+from ..sampling.sdarts import epsilon_at
+from ..spaces.space import SearchSpace
+from ..layers.supernet import Supernet
 
 _SUMS = ("loss", "correct", "arch_loss", "arch_correct")
 
@@ -54,7 +52,7 @@ def build_optimizers(supernet: Supernet, s: SearchConfig):
 
 
 class Searcher(EpochLoop):
-    """Runs a search and owns its run directory (files, checkpoints and resume: ``nas.loop``).
+    """Runs a search and owns its run directory (files, checkpoints and resume: ``nas.engine.loop``).
 
     Args:
         supernet: The supernet, already on its device.
@@ -65,7 +63,7 @@ class Searcher(EpochLoop):
         out_dir: Run directory (checkpoint, metrics, genotype); None writes nothing.
         log: Where epoch summaries go (``print`` by default).
         derivation: The space's derivation rule (None: its default).
-        max_skip, max_parameter_free: Derivation caps per cell (-1: none; see ``nas.derive``).
+        max_skip, max_parameter_free: Derivation caps per cell (-1: none; see ``nas.spaces.derive``).
         derive_exclude: Op names never derived (e.g. ``["none"]``).
         dist: This process's place in a multi-process run (None: a single process).
         cost: A cost-aware objective added to the architecture's loss (None: plain cross-entropy).
@@ -172,7 +170,8 @@ class Searcher(EpochLoop):
                     ok = ok & torch.isfinite(p.grad).all()
         return ok
 
-    def _apply(self, optimizers, ok: torch.Tensor) -> torch.Tensor:
+    def _step_unless_skipped(self, optimizers, ok: torch.Tensor) -> torch.Tensor:
+        """Steps ``optimizers`` and returns 0, or (skip mode, a non-finite step) leaves them and returns 1."""
         # `stop` defers the check to the next host transfer (no extra sync);
         # `skip` must decide now, at the cost of one synchronisation per step.
         if self.s.on_nonfinite == "skip" and not bool(ok):
@@ -188,7 +187,7 @@ class Searcher(EpochLoop):
         loss, correct = self._forward(x, y, sample.detach(), amp=self.amp)  # the logits learn nothing here
         self.weight_opt.zero_grad(set_to_none=True)
         ok = self._backward(loss, weights=True, arch=False)
-        return loss.detach(), correct, ok, self._apply([self.weight_opt], ok)
+        return loss.detach(), correct, ok, self._step_unless_skipped([self.weight_opt], ok)
 
     def arch_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
         """One Adam step on the logits in float32 (even with amp); the weights get no gradient (backward skips them)."""
@@ -199,7 +198,7 @@ class Searcher(EpochLoop):
             loss = self.cost.loss(loss, sample)
         self.arch_opt.zero_grad(set_to_none=True)
         ok = self._backward(loss, weights=False, arch=True)
-        return loss.detach(), correct, ok, self._apply([self.arch_opt], ok)
+        return loss.detach(), correct, ok, self._step_unless_skipped([self.arch_opt], ok)
 
     def joint_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
         """Single level (SNAS): one sample, one backward, both optimizers step (float32: it trains the logits)."""
@@ -211,7 +210,7 @@ class Searcher(EpochLoop):
         self.weight_opt.zero_grad(set_to_none=True)
         self.arch_opt.zero_grad(set_to_none=True)
         ok = self._backward(loss, weights=True, arch=True)
-        return loss.detach(), correct, ok, self._apply([self.weight_opt, self.arch_opt], ok)
+        return loss.detach(), correct, ok, self._step_unless_skipped([self.weight_opt, self.arch_opt], ok)
 
     def exported_genotype(self, probabilities: dict[str, torch.Tensor] | None = None):
         """The genotype ``genotype.yaml`` gets now: the derivation of the current logits (rule, exclusions, caps)."""
@@ -238,34 +237,22 @@ class Searcher(EpochLoop):
         """Loss and accuracy (%) of the soft supernet: every op weighted by softmax(logits), edge coefficients applied."""
         return self._evaluate(loader, self.supernet.architecture.derive("darts"))
 
-    @torch.no_grad()
     def _evaluate(self, loader: TensorLoader, sample: ArchSample) -> tuple[float, float]:
         # Every BN with batch statistics: running averages over sampled architectures fit none of them
-        # (see nas.batch_statistics); the running statistics themselves are left as they are.
+        # (see nas.layers.batch_statistics); the running statistics themselves are left as they are.
         self.supernet.eval()
-        loss_sum = torch.zeros((), device=loader.device)
-        correct = torch.zeros((), device=loader.device, dtype=torch.long)
-        n = 0
         try:
             with batch_statistics(self.supernet):
-                for x, y in loader.epoch(0):
-                    logits = self.supernet.forward_sample(x, sample)  # [B, num_classes]
-                    loss_sum += F.cross_entropy(logits, y, reduction="sum")
-                    correct += (logits.argmax(1) == y).sum()
-                    n += y.numel()
+                result = evaluate_classifier(lambda x: self.supernet.forward_sample(x, sample), loader.epoch(0),
+                                             loader.device, self.dist)
         finally:
             self.supernet.train()
-        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(n), device=loss_sum.device)])
-        if self.dist.enabled:  # each rank saw its shard of the val split
-            all_reduce_sum(totals)
-        loss_sum, correct, n = totals.tolist()
-        return loss_sum / n, 100.0 * correct / n
+        return result.loss, result.top1
 
     # ----------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int) -> dict:
         """Runs (the rest of) one epoch and returns its metrics."""
         s, arch = self.s, self.supernet.architecture
-        started = time.perf_counter()
         tau = tau_at(s.tau_schedule, epoch, s.epochs, s.tau_max, s.tau_min)
         self.supernet.tau = tau
         self.scheduler.step(epoch)
@@ -279,17 +266,12 @@ class Searcher(EpochLoop):
             for layer in self.choice_layers:
                 layer.skip_beta = beta
         device = self.data.train.device
-        partial = self._partial or {}
-        self._partial = None
-        sums = {k: torch.tensor(float(partial.get(k, 0.0)), device=device) for k in _SUMS}
-        counts = {k: partial.get(k, 0) for k in ("seen", "arch_seen", "skipped")}
-        elapsed_before = partial.get("elapsed", 0.0)
+        epoch_sums = self.epoch_sums(_SUMS, ("seen", "arch_seen", "skipped"), device)
+        sums, counts = epoch_sums.sums, epoch_sums.counts
         start = self.step
         val_batches = self.data.val.cycle(epoch, start=start if bilevel else 0)
         pending = torch.zeros((), dtype=torch.long, device=device)  # previous iteration's non-finite flag
-        bar = tqdm(self.data.train.epoch(epoch, start=start), total=len(self.data.train), initial=start,
-                   desc=f"epoch {epoch + 1}/{s.epochs}", leave=False,
-                   disable=not (s.progress and sys.stderr.isatty()))
+        bar = self.progress_bar(self.data.train.epoch(epoch, start=start), epoch, len(self.data.train), s.progress)
         for step, (x, y) in enumerate(bar, start=start):
             saved_stats = [b.clone() for b in self._bn_stats] if s.on_nonfinite == "skip" else None
             samples, carried = arch.sample_many(self.supernet.mode, tau, 2 if bilevel else 1, carry=pending,
@@ -327,19 +309,15 @@ class Searcher(EpochLoop):
             self.step = step + 1
             self.checkpoint_in_epoch(
                 epoch, len(self.data.train), device, diverged=lambda: self._raise_if_pending(epoch, pending), bar=bar,
-                partial=lambda: {**{k: v.item() for k, v in sums.items()}, **counts,
-                                 "elapsed": elapsed_before + time.perf_counter() - started})
+                partial=epoch_sums.partial)
         bar.close()
         self._raise_if_pending(epoch, pending)
         self.step = 0
-        if self.dist.enabled:  # sums over every rank's shard
-            reduced = all_reduce_sum(torch.stack([*sums.values(), *(torch.tensor(float(counts[k]), device=device)
-                                                                      for k in ("seen", "arch_seen"))]))
-            sums = dict(zip(_SUMS, reduced[:len(_SUMS)]))
-            counts = {**counts, "seen": int(reduced[-2].item()), "arch_seen": int(reduced[-1].item())}
+        # The epoch's one sync for the running sums (under torchrun: summed over every rank's shard).
+        totals, counts = epoch_sums.totals(self.dist, summed_counts=("seen", "arch_seen"))
+        if self.dist.enabled:
             distribute_bn(self.supernet, self.dist.world_size, reduce=True)  # BN running stats: mean over shards
-        totals = {k: v.item() for k, v in sums.items()}  # the epoch's one sync for the running sums
-        return self._epoch_metrics(epoch, tau, totals, counts, elapsed_before + time.perf_counter() - started)
+        return self._epoch_metrics(epoch, tau, totals, counts, epoch_sums.elapsed())
 
     def _raise_if_pending(self, epoch: int, pending: torch.Tensor) -> bool:
         """Raises ``RunDiverged`` for the last step if its non-finite flag is set (one sync); else False."""

@@ -31,8 +31,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import UserError
-from .yamlio import describe_yaml_error, read_yaml_file
+from ..utils.errors import UserError
+from ..utils.yamlio import describe_yaml_error, read_yaml_file
 
 REPORT_DIR = "report"
 DPI = 120
@@ -119,7 +119,7 @@ def load_run(run_dir: str | Path) -> SearchRun:
         UserError: if the directory or its ``metrics.jsonl`` is missing or unreadable.
     """
     import search_spaces  # noqa: F401  (registers the spaces get_space looks up)
-    from .space import get_space
+    from ..spaces.space import get_space
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -248,7 +248,7 @@ def _rederived(space: Any, metrics: dict, model: dict, recorded: Any) -> Any:
     """
     import torch
 
-    from .derive import derive_with_caps
+    from ..spaces.derive import derive_with_caps
 
     try:
         scores = {g: torch.tensor(p, dtype=torch.float64) for g, p in metrics["probabilities"].items()}
@@ -320,7 +320,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list
         VizDependencyMissing: if matplotlib is not installed (an ``ImportError``).
         UserError: for a missing or unreadable run directory, or an unwritable ``out_dir``.
     """
-    from . import report_figures as figures
+    from . import figures
 
     matplotlib, Figure, Canvas = _matplotlib()
     run = load_run(run_dir)

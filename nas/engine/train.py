@@ -7,21 +7,19 @@ and stop-signal behaviour as the search loop.
 from __future__ import annotations
 
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.utils import accuracy
-from tqdm import tqdm
 
-from .checkpoint import atomic_write, rng_state, set_rng_state
-from .config import TrainConfig
-from .data import TensorLoader
-from .distributed import DistContext, all_reduce_sum, average_gradients, broadcast_module
+from ..utils.atomic import atomic_write
+from .checkpoint import rng_state, set_rng_state
+from ..config import TrainConfig
+from ..data import TensorLoader
+from .distributed import DistContext, average_gradients, broadcast_module
+from .evaluation import evaluate_classifier
 from .loop import EpochLoop, cosine_scheduler
 
 FINAL = "final.json"
@@ -47,7 +45,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 class FinalTrainer(EpochLoop):
-    """Trains a discrete network and owns its run directory (files, checkpoints and resume: ``nas.loop``).
+    """Trains a discrete network and owns its run directory (files, checkpoints and resume: ``nas.engine.loop``).
 
     Args:
         network: The network (on its device). Its forward returns logits, or
@@ -102,21 +100,15 @@ class FinalTrainer(EpochLoop):
     def train_epoch(self, epoch: int) -> dict:
         """Runs (the rest of) one epoch and returns its metrics."""
         s = self.s
-        started = time.perf_counter()
         self.scheduler.step(epoch)
         if hasattr(self.net, "drop_path_prob"):
             self.net.drop_path_prob = s.drop_path_prob * epoch / s.epochs  # DARTS: ramped linearly
         self.net.train()
-        partial, self._partial = self._partial or {}, None
-        loss_sum = torch.tensor(float(partial.get("loss", 0.0)), device=self.device)
-        correct = torch.tensor(float(partial.get("correct", 0.0)), device=self.device)
-        seen, elapsed_before = partial.get("seen", 0), partial.get("elapsed", 0.0)
+        sums = self.epoch_sums(("loss", "correct"), ("seen",), self.device)
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # the first non-finite step (no sync)
         start = self.step
-        bar = tqdm(self.train_data.epoch(epoch, start=start), total=len(self.train_data), initial=start,
-                   desc=f"epoch {epoch + 1}/{s.epochs}", leave=False,
-                   disable=not (s.progress and sys.stderr.isatty()))
+        bar = self.progress_bar(self.train_data.epoch(epoch, start=start), epoch, len(self.train_data), s.progress)
         for step, (x, y) in enumerate(bar, start=start):
             loss, logits = self._loss(x, y)
             self.optimizer.zero_grad(set_to_none=True)
@@ -128,27 +120,22 @@ class FinalTrainer(EpochLoop):
             bad = bad | ~(torch.isfinite(loss) & torch.isfinite(norm))
             first_bad = torch.where((first_bad < 0) & bad, step, first_bad)
             self.optimizer.step()
-            loss_sum += loss.detach() * y.numel()
-            correct += (logits.argmax(1) == y).sum()
-            seen += y.numel()
+            sums.sums["loss"] += loss.detach() * y.numel()
+            sums.sums["correct"] += (logits.argmax(1) == y).sum()
+            sums.counts["seen"] += y.numel()
             self.step = step + 1
             self.checkpoint_in_epoch(
                 epoch, len(self.train_data), self.device, diverged=lambda: self._raise_if_bad(epoch, first_bad),
-                bar=bar,
-                partial=lambda: {"loss": loss_sum.item(), "correct": correct.item(), "seen": seen,
-                                 "elapsed": elapsed_before + time.perf_counter() - started})
+                bar=bar, partial=sums.partial)
         bar.close()
         self._raise_if_bad(epoch, first_bad)  # one check per epoch: a diverged epoch is never checkpointed
         self.step = 0
-        totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
-        if self.dist.enabled:
-            all_reduce_sum(totals)
-        loss_total, correct_total, seen = totals.tolist()
+        totals, counts = sums.totals(self.dist, summed_counts=("seen",))
         metrics = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-                   "train_loss": loss_total / seen, "train_acc": 100.0 * correct_total / seen}
+                   "train_loss": totals["loss"] / counts["seen"], "train_acc": 100.0 * totals["correct"] / counts["seen"]}
         if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
             metrics["test_loss"], metrics["test_acc"], metrics["test_acc5"] = self.evaluate()
-        metrics["epoch_time"] = elapsed_before + time.perf_counter() - started
+        metrics["epoch_time"] = sums.elapsed()
         return metrics
 
     def _raise_if_bad(self, epoch: int, first_bad: torch.Tensor) -> bool:
@@ -158,28 +145,14 @@ class FinalTrainer(EpochLoop):
             raise self.diverged(epoch, step)
         return False
 
-    @torch.no_grad()
     def evaluate(self) -> tuple[float, float, float]:
         """Test loss, top-1 and top-5 accuracy (%)."""
         self.net.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        top1 = torch.zeros((), device=self.device)
-        top5 = torch.zeros((), device=self.device)
-        n = 0
-        for x, y in self.test_data.epoch(0):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                logits = self.net(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            acc1, acc5 = accuracy(logits, y, topk=(1, min(5, logits.shape[1])))
-            top1 += acc1 * y.numel() / 100.0
-            top5 += acc5 * y.numel() / 100.0
-            n += y.numel()
-        self.net.train()
-        totals = torch.stack([loss_sum, top1, top5, torch.tensor(float(n), device=self.device)])
-        if self.dist.enabled:
-            all_reduce_sum(totals)
-        loss_sum, top1, top5, n = totals.tolist()
-        return loss_sum / n, 100.0 * top1 / n, 100.0 * top5 / n
+        try:
+            result = evaluate_classifier(self.net, self.test_data.epoch(0), self.device, self.dist, amp=self.amp)
+        finally:
+            self.net.train()
+        return result.loss, result.top1, result.top5
 
     def describe_epoch(self, m: dict) -> str:
         """One line: learning rate, train loss and accuracy, test figures when evaluated, time."""

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import torch
 
-from .config import Config
-from .cost import CostObjective
-from .data import SearchData, TensorLoader, build_search_data, load_dataset
-from .derive import check_exclusions
-from .distributed import DistContext, init_distributed
-from .errors import UserError
-from .genotype import load_genotype
-from .search import Searcher
-from .space import get_space
-from .train import FinalTrainer
+from ..config import Config
+from ..cost.objective import CostObjective
+from ..data import SearchData, TensorLoader, build_search_data, load_dataset
+from ..spaces.derive import check_exclusions
+from ..engine.distributed import DistContext, init_distributed
+from ..utils.errors import UserError
+from ..spaces.genotype import load_genotype
+from ..engine.search import Searcher
+from ..spaces.space import get_space
+from ..engine.train import FinalTrainer
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

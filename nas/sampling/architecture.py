@@ -152,7 +152,7 @@ class Architecture(nn.Module):
 
         ``sdarts_epsilon`` > 0 perturbs the first sample only (the weight step's),
         as SDARTS-RS: ``softmax(logits)`` plus U(-eps, eps), clipped and renormalised
-        (``nas.sdarts``; the noise comes from the sampler's generator). ``darts``
+        (``nas.sampling.sdarts``; the noise comes from the sampler's generator). ``darts``
         mixes with these weights; ``gdas`` and ``snas`` (our adaptation) sample from
         them, i.e. from the logits ``log(perturbed weights)``.
 

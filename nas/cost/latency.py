@@ -1,6 +1,6 @@
 """A latency lookup table for the cost-aware search (FBNet's LUT), measured on this device.
 
-    python -m nas.latency --space nb201 --C 16 --N 5 --input-size 32 --in-channels 3 \\
+    python -m nas.cost.latency --space nb201 --C 16 --N 5 --input-size 32 --in-channels 3 \\
         --batch 64 --device cpu --out latency.json [--repeats 20]
 
 Times every candidate op of every choice layer alone, at the input shape that
@@ -30,12 +30,12 @@ from typing import Callable
 
 import torch
 
-from .checkpoint import atomic_write
-from .config import MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE
-from .cost import capture_shapes, layer_names, measure_ops
-from .errors import UserError
-from .supernet import Supernet
-from .yamlio import brief
+from ..utils.atomic import atomic_write
+from ..utils.limits import MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE
+from .objective import capture_shapes, layer_names, measure_ops
+from ..utils.errors import UserError
+from ..layers.supernet import Supernet
+from ..utils.yamlio import brief
 
 FORMAT = 1
 
@@ -100,7 +100,7 @@ def build_supernet_for(space_name: str, C: int, N: int, input_size: int, in_chan
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nas.latency", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m nas.cost.latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", required=True, help="search space name (nb201, darts, mobilenet, ...)")
     parser.add_argument("--C", type=int, required=True, help="model.C of the search")
     parser.add_argument("--N", type=int, required=True, help="model.N of the search")

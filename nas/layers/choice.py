@@ -9,8 +9,7 @@ import torch
 import torch.nn as nn
 
 from .ops import Pooling, Zero, add_all
-from .straight_through import (ALL_OPS, GATE_RULES, StraightThroughBatchNorm2d, gate_avg_pool, gate_output,
-                               gate_recompute)
+from .gates import ALL_OPS, GATE_RULES, StraightThroughBatchNorm2d, gate_avg_pool, gate_output, gate_recompute
 
 
 class ChoiceLayer(nn.Module):
@@ -18,9 +17,9 @@ class ChoiceLayer(nn.Module):
 
     Args:
         ops: op name -> module, in the column order of the architecture logits.
-            An op named ``none`` must return zeros (see ``nas.ops.Zero``).
+            An op named ``none`` must return zeros (see ``nas.layers.ops.Zero``).
         gdas_gate: What the unsampled ops' coefficients get in a GDAS arch step
-            (``nas.straight_through.GATE_RULES``): ``all_ops`` (NAS-Bench-201's
+            (``nas.layers.gates.GATE_RULES``): ``all_ops`` (NAS-Bench-201's
             rule, ``g.sum()`` each) or ``sampled_op`` (DARTS-space rule, nothing).
         aux_skip: DARTS-'s auxiliary skip path of this edge (identity, or a
             factorized reduction where the edge strides), scaled by ``skip_beta``;
@@ -72,14 +71,14 @@ class ChoiceLayer(nn.Module):
             out = self.ops[index](x)
         else:
             # GDAS: the value is op(x) (coefficients[index] == 1 exactly); the sampled logit gets
-            # <grad, op(x)>, the others grad.sum() or nothing (self.gdas_gate; see nas.straight_through).
+            # <grad, op(x)>, the others grad.sum() or nothing (self.gdas_gate; see nas.layers.gates).
             out = self._straight_through(index, x, coefficients)
         if self.skip_beta and self.aux_skip is not None:
             out = out + self.skip_beta * self.aux_skip(x)  # [B, C_out, H_out, W_out]
         return out
 
     def _straight_through(self, index: int, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-        """``ops[index](x)`` behind the cheapest exact gate for that op (see ``nas.straight_through``)."""
+        """``ops[index](x)`` behind the cheapest exact gate for that op (see ``nas.layers.gates``)."""
         op, rule = self.ops[index], self.gdas_gate
         if isinstance(op, Zero):
             return gate_output(op(x), coefficients, index, is_zero=True, rule=rule)

@@ -1,0 +1,6 @@
+"""``python -m nas.experiment``."""
+import sys
+
+from .experiment import main
+
+sys.exit(main())

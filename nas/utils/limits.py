@@ -1,0 +1,11 @@
+"""Upper bounds on values that only ever exhaust memory when set huge (each error names its key and bound).
+
+Checked by ``nas.config`` for run configs and by ``python -m nas.cost.latency`` for its arguments.
+"""
+MAX_SEED = 2**32 - 1            # NumPy's seed range; the data order mixes the seed into 64-bit generator seeds
+MAX_BATCH = 65536
+MAX_IMAGE_SIZE = 1024           # data.image_size and data.cutout, in pixels
+MAX_SYNTHETIC = 1_000_000       # data.synthetic_size
+MAX_SYNTHETIC_BYTES = 8 << 30   # the synthetic train + test images, uint8
+MAX_CHANNELS = 1024             # model.C (the last stage has 4x as many)
+MAX_CELLS = 64                  # model.N
