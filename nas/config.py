@@ -22,7 +22,7 @@ from .sampling.gumbel import TAU_SCHEDULES
 from .layers.gates import GATE_RULES
 from .utils.limits import (MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_SEED, MAX_SYNTHETIC,
                            MAX_SYNTHETIC_BYTES)
-from .utils.yamlio import YAMLRefused, brief, flatten, describe_yaml_error, load_yaml, read_yaml_file
+from .utils.yamlio import YAMLRefused, brief, flatten, load_yaml, read_user_yaml
 
 DATASETS = ("digits", "digits_clutter", "cifar10", "cifar100", "imagefolder", "synthetic")
 
@@ -300,14 +300,7 @@ def _nest(key: str, value: Any) -> dict:
 def read_yaml(path: str | Path) -> dict:
     """Reads a YAML mapping; ``UserError`` for a missing file or a syntax error (with its line)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {str(path)!r} does not exist; pass --config with a YAML file (see configs/)")
-    try:
-        data = read_yaml_file(path)
-    except yaml.YAMLError as e:
-        raise UserError(f"YAML error in {str(path)!r}{describe_yaml_error(e)}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read config file {str(path)!r}: {str(e)[:160]}") from None
+    data = read_user_yaml(path, "config file", missing="pass --config with a YAML file (see configs/)")
     if data is None:
         return {}
     if not isinstance(data, dict):

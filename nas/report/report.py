@@ -29,10 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from ..utils.errors import UserError
-from ..utils.yamlio import describe_yaml_error, read_yaml_file
+from ..utils.yamlio import read_user_yaml
 
 REPORT_DIR = "report"
 DPI = 120
@@ -82,14 +81,7 @@ class SearchRun:
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = read_yaml_file(path)
-    except yaml.YAMLError as e:
-        raise UserError(f"cannot read {str(path)!r}: YAML error{describe_yaml_error(e)}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {str(path)!r}: {str(e).splitlines()[0][:160]}") from None
+    data = read_user_yaml(path, "run file")
     return data if isinstance(data, dict) else {}
 
 

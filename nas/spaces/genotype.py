@@ -15,7 +15,7 @@ import yaml
 from ..utils.atomic import atomic_write
 from ..utils.errors import UserError
 from .space import SearchSpace, get_space
-from ..utils.yamlio import brief, describe_yaml_error, read_yaml_file
+from ..utils.yamlio import brief, read_user_yaml
 
 GENOTYPE = "genotype.yaml"  # the file name a search writes and train_final.py reads
 
@@ -61,14 +61,7 @@ def load_genotype(path: str | Path, space: str | None = None) -> tuple[SearchSpa
             another space than ``space``, or a malformed genotype string.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"genotype file {str(path)!r} does not exist; pass RUN_DIR/genotype.yaml of a search")
-    try:
-        data = read_yaml_file(path)
-    except yaml.YAMLError as e:
-        raise UserError(f"cannot read genotype file {str(path)!r}: YAML error{describe_yaml_error(e)}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read genotype file {str(path)!r}: {str(e).splitlines()[0][:160]}") from None
+    data = read_user_yaml(path, "genotype file", missing="pass RUN_DIR/genotype.yaml of a search")
     if isinstance(data, str):  # a bare arch string: the space must be given
         if space is None:
             raise UserError(f"{str(path)!r} holds a bare genotype string; name its space or use genotype.yaml")

@@ -16,10 +16,13 @@ nested mapping (a config as YAML holds it) dotted keys.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode
+
+from .errors import UserError
 
 MAX_YAML_BYTES = 1 << 20   # 1 MiB: configs and genotype files are a few kB
 BRIEF_CHARS = 80
@@ -112,3 +115,27 @@ def read_yaml_file(path) -> Any:
     with open(path, encoding="utf-8") as f:
         text = f.read(MAX_YAML_BYTES + 1)
     return load_yaml(text)
+
+
+def read_user_yaml(path: str | Path, what: str, missing: str | None = None) -> Any:
+    """Reads a YAML file a user named, every failure as one line naming ``what`` and the file.
+
+    Args:
+        path: The file.
+        what: What the file is, in words (``config file``, ``genotype file``).
+        missing: The fix to name when the file does not exist; None returns None for a missing file.
+
+    Raises:
+        UserError: a missing file (with ``missing``), bad YAML (with its line), an unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        if missing is None:
+            return None
+        raise UserError(f"{what} {str(path)!r} does not exist; {missing}")
+    try:
+        return read_yaml_file(path)
+    except yaml.YAMLError as e:
+        raise UserError(f"cannot read {what} {str(path)!r}: YAML error{describe_yaml_error(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {what} {str(path)!r}: {str(e).splitlines()[0][:160]}") from None
