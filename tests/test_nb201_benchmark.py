@@ -190,6 +190,17 @@ def test_every_epoch_of_a_search_records_its_derived_cells_benchmark_numbers(tmp
     assert lines[0]["benchmark"] == expected(derived[0])
     assert lines[1]["benchmark"] == (expected(derived[1]) if derived[1] == derived[0] else None)
 
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from nas.report import load_run
+    from nas.report_figures import benchmark_figure
+    (ax,) = benchmark_figure(Figure, load_run(tmp_path / "run")).axes
+    cifar10_test = next(l for l in ax.get_lines() if l.get_label() == "CIFAR-10 test")
+    want = [m["benchmark"]["cifar10"]["test"] if m["benchmark"] else None for m in lines]
+    got = [None if v != v else v for v in cifar10_test.get_ydata()]  # NaN: a gap where the file lacks the cell
+    assert got == want
+
 
 @pytest.mark.slow
 def test_experiment_scores_cells_by_lookup_instead_of_retraining(tmp_path, capsys):

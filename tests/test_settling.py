@@ -121,6 +121,21 @@ def test_a_search_writes_the_record_the_log_line_and_the_summary(tmp_path, capsy
     assert yaml.safe_load((out / "genotype.yaml").read_text())["settling"] == summary
     assert lines[-1]["settling"]["edges_total"] == 6
 
+    # The report's settling panel plots exactly these numbers, with the threshold line.
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from nas.report import load_run
+    from nas.report_figures import settling_figure
+    fig = settling_figure(Figure, load_run(out), 0.4)
+    (ax,) = fig.axes
+    curves = [l for l in ax.get_lines() if l.get_linestyle() == "-"]
+    for e, line in enumerate(curves):
+        assert list(line.get_ydata()) == [m["settling"]["edges"]["cell"]["top_p"][e] for m in lines]
+    assert len(curves) == 6
+    assert any(list(l.get_ydata()) == [0.4, 0.4] for l in ax.get_lines() if l.get_linestyle() == "--")
+    assert summary in fig._suptitle.get_text()
+
 
 def test_settling_continues_exactly_after_a_resume(tmp_path):
     cfg = build_config({}, TINY + ["search.epochs=4"])
