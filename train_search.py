@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
                 tensorboard.close()
     if final:
         say(f"derived genotype: {final['genotype']}")
+        if "settling" in final:
+            from nas.engine.settling import summary_line
+            say(summary_line(final["settling"], final["epoch"]))
         if "val_acc" in final:
             say(f"val accuracy of the derived genotype (supernet weights): {final['val_acc']:.2f}%")
         if "supernet_val_acc" in final:

@@ -98,6 +98,9 @@ class SearchConfig:
     channels_last: bool = False   # NHWC activations and weights (often faster convolutions)
     tensorboard: bool = False     # also log to RUN_DIR/tensorboard (needs the tensorboard package)
     report: bool = True           # write the PNG report (RUN_DIR/report) at the end; needs matplotlib
+    settle_probability: float = 0.5    # an edge settles with top probability >= this (nas/settling.py)
+    settle_epochs_fraction: float = 0.25  # ... and its derived op unchanged for this fraction of the epochs so far
+    nb201_benchmark: str = ""     # NATS-Bench topology file/dir: look up each epoch's derived cell (nb201; "": off)
 
 
 @dataclass
@@ -262,6 +265,13 @@ def _check(cfg: Config) -> None:
     need(s.checkpoint_every >= 0, "search.checkpoint_every", f"must be >= 0, got {s.checkpoint_every}")
     need(s.on_nonfinite in ("stop", "skip"), "search.on_nonfinite", f"must be stop or skip, got {brief(s.on_nonfinite)}")
     need(s.eval_every >= 0, "search.eval_every", f"must be >= 0, got {s.eval_every}")
+    need(0 < s.settle_probability <= 1, "search.settle_probability",
+         f"must be in (0, 1] (a top op probability), got {s.settle_probability}")
+    need(0 <= s.settle_epochs_fraction <= 1, "search.settle_epochs_fraction",
+         f"must be in [0, 1] (a fraction of the epochs so far), got {s.settle_epochs_fraction}")
+    need(not s.nb201_benchmark or m.space == "nb201", "search.nb201_benchmark",
+         f"names a NAS-Bench-201 (NATS-Bench topology) benchmark, which scores only space nb201, not {brief(m.space)}; "
+         "set search.nb201_benchmark='' or model.space=nb201")
     need(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
     for key in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "auxiliary_weight"):
         need(getattr(t, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(t, key)}")

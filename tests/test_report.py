@@ -90,7 +90,7 @@ def test_report_writes_every_figure_and_cell(search_run, tmp_path):
     space, genotype = load_genotype(search_run / "genotype.yaml")
     groups = list(space.edge_names())
     cells = space.cell_graphs(genotype)
-    expected = {"curves.png", "tau.png"} | {f"probabilities_{g}.png" for g in groups} | \
+    expected = {"curves.png", "tau.png", "settling.png"} | {f"probabilities_{g}.png" for g in groups} | \
         {f"heatmap_{g}.png" for g in groups} | {f"cell_{k}.png" for k in cells} | {f"cell_{k}.dot" for k in cells}
     assert {p.name for p in written} == expected == {p.name for p in out.iterdir()}
     for path in written:

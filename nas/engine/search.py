@@ -37,6 +37,7 @@ from .loop import EpochLoop, cosine_scheduler
 from ..sampling.sdarts import epsilon_at
 from ..spaces.space import SearchSpace
 from ..layers.supernet import Supernet
+from . import settling
 
 _SUMS = ("loss", "correct", "arch_loss", "arch_correct")
 
@@ -102,6 +103,11 @@ class Searcher(EpochLoop):
         self._bn_stats = [b for n, b in supernet.named_buffers()
                           if n.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")]
         supernet.architecture.seed(seed)
+        self._settle_exclude: set[str] | None = None  # ops the top op is never taken from (found at the first epoch)
+        self.benchmark = None  # NAS-Bench-201 lookup of each epoch's derived cell (search.nb201_benchmark)
+        if self.s.nb201_benchmark:
+            from search_spaces.nb201_benchmark import NB201Benchmark
+            self.benchmark = NB201Benchmark(self.s.nb201_benchmark)
 
     def derive(self, probabilities: dict[str, torch.Tensor]):
         """The genotype of these probabilities under the configured rule and caps."""
@@ -352,11 +358,26 @@ class Searcher(EpochLoop):
         metrics["genotype"] = self.space.format(genotype)
         metrics["probabilities"] = {g: [[round(v, 5) for v in row] for row in p.tolist()] for g, p in probs.items()}
         metrics["entropy"] = {g: [round(v, 5) for v in e.tolist()] for g, e in entropy.items()}
+        metrics["settling"] = self._settling(genotype, metrics["probabilities"], epoch)
+        if self.benchmark is not None:  # the benchmark's accuracies of the derived cell (trained from scratch)
+            metrics["benchmark"] = self.benchmark.lookup(metrics["genotype"])
         edges = self.supernet.architecture.edge_coefficients()
         if edges is not None:
             metrics["edge_coefficients"] = {g: [round(v, 5) for v in w.tolist()] for g, w in edges.items()}
         metrics["epoch_time"] = elapsed
         return metrics
+
+    def _settling(self, genotype: Any, probabilities: dict[str, list], epoch: int) -> dict:
+        """The epoch's settling record (``nas.settling``), continuing the previous epoch's."""
+        if self._settle_exclude is None:
+            shapes = {g: (len(rows), len(rows[0])) for g, rows in probabilities.items()}
+            self._settle_exclude = set(self.derive_exclude) | settling.underivable_ops(self.space, shapes,
+                                                                                        self.derivation)
+        derived = settling.derived_ops(self.space, genotype, {g: len(rows) for g, rows in probabilities.items()})
+        previous = self.history[-1].get("settling") if self.history else None
+        return settling.settling_record(probabilities, derived, self.space.op_names, epoch + 1, previous,
+                                        self.s.settle_probability, self.s.settle_epochs_fraction,
+                                        sorted(self._settle_exclude))
 
     def describe_epoch(self, m: dict) -> str:
         """One line of losses, accuracies, mean entropy and training time, then the current genotype.
@@ -373,7 +394,10 @@ class Searcher(EpochLoop):
         if "supernet_val_acc" in m:
             parts.append(f"val (soft supernet) {m['supernet_val_loss']:.3f} / {m['supernet_val_acc']:5.1f}%")
         mean_entropy = sum(sum(e) for e in m["entropy"].values()) / sum(len(e) for e in m["entropy"].values())
-        parts += [f"entropy {mean_entropy:.3f}", f"{m['epoch_time']:.1f}s"]
+        parts.append(f"entropy {mean_entropy:.3f}")
+        if "settling" in m:
+            parts.append(settling.describe(m["settling"]))
+        parts.append(f"{m['epoch_time']:.1f}s")
         return "  ".join(parts) + f"\n    {m['genotype']}"
 
     # ----------------------------------------------------------------- state
@@ -382,7 +406,13 @@ class Searcher(EpochLoop):
         probs = self.supernet.architecture.probabilities()
         return genotype_record(self.space, self.exported_genotype(probs), probs,
                                mode=self.supernet.mode, derivation=self.derivation or self.space.derivation_rules[0],
-                               epoch=self.epoch)
+                               epoch=self.epoch, **self._settling_summary())
+
+    def _settling_summary(self) -> dict:
+        """``{"settling": summary line}`` of the last finished epoch (empty before the first)."""
+        if not self.history or "settling" not in self.history[-1]:
+            return {}
+        return {"settling": settling.summary_line(self.history[-1]["settling"], self.history[-1]["epoch"])}
 
     def state_dict(self) -> dict:
         """Everything needed to continue: weights, logits, optimizers, schedule, RNG states, position, metrics."""

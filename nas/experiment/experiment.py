@@ -190,9 +190,26 @@ def _say(line: str) -> None:
     print(line, flush=True)  # progress must show when stdout is a file (nohup), not only at exit
 
 
-def run_experiment(search_config: str, final_config: str, seeds: int, random: int, out: Path,
+def cell_scorer(final_cfg: Config | None, benchmark: str | Path | None = None):
+    """How the experiment scores a cell: ``(genotype_path, job_dir) -> (final.json-like record, skipped)``,
+    the metric's name and the job's label.
+
+    With ``benchmark`` (NB201 only) a cell is looked up in NATS-Bench's topology benchmark
+    (``nas.nb201_benchmark``: its CIFAR-10 test accuracy after the 200-epoch protocol) and nothing is
+    trained; without it the cell is retrained with ``final_cfg``.
+    """
+    if benchmark is None:
+        return (lambda path, job: run_retrain_job(final_cfg, path, job / RETRAIN),
+                "Test accuracy (%) after retraining", RETRAIN)
+    from search_spaces.nb201_benchmark import METRIC_NAME, NB201Benchmark, experiment_score
+
+    bench = NB201Benchmark(benchmark)
+    return lambda path, job: (experiment_score(bench, path), False), f"{METRIC_NAME} (%)", "benchmark"
+
+
+def run_experiment(search_config: str, final_config: str | None, seeds: int, random: int, out: Path,
                    overrides: list[str] = (), random_dir: Path | None = None,
-                   say: Callable[[str], None] = _say) -> dict:
+                   say: Callable[[str], None] = _say, benchmark: str | Path | None = None) -> dict:
     """Runs every job not yet finished and returns the results (also written to ``out``).
 
     Args:
@@ -204,6 +221,8 @@ def run_experiment(search_config: str, final_config: str, seeds: int, random: in
         overrides: ``key=value`` overrides of the search config.
         random_dir: Where the random cells' jobs live (default ``out``).
         say: Where the progress lines go.
+        benchmark: Score cells by lookup in this NATS-Bench topology benchmark instead of retraining
+            (nb201 only; ``final_config`` may then be None).
     """
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
@@ -212,13 +231,19 @@ def run_experiment(search_config: str, final_config: str, seeds: int, random: in
     import search_spaces  # noqa: F401  (registers the spaces)
 
     search_cfgs = [load_config(search_config, [*overrides, f"seed={s}"]) for s in range(seeds)]
-    final_cfg = load_config(final_config)
-    if final_cfg.model.space != search_cfgs[0].model.space:
+    if benchmark is not None and search_cfgs[0].model.space != "nb201":
+        raise UserError(f"--benchmark looks cells up in NAS-Bench-201, but the search config searches "
+                        f"{search_cfgs[0].model.space!r}; drop --benchmark or search model.space=nb201")
+    if final_config is None and benchmark is None:
+        raise UserError("--final-config is required unless --benchmark scores the cells by lookup")
+    final_cfg = load_config(final_config) if final_config is not None else None
+    score, metric, label = cell_scorer(final_cfg, benchmark)
+    if final_cfg is not None and final_cfg.model.space != search_cfgs[0].model.space:
         raise UserError(f"the final config trains {final_cfg.model.space!r} networks but the search config "
                         f"searches {search_cfgs[0].model.space!r}; set model.space in {final_config}")
     random_dir = random_dir or out
     out.mkdir(parents=True, exist_ok=True)
-    random_paths = write_random_genotypes(final_cfg.model.space, random, random_dir)
+    random_paths = write_random_genotypes(search_cfgs[0].model.space, random, random_dir)
     total, done, started = 2 * seeds + random, 0, time.perf_counter()
 
     def report(name: str, what: str, skipped: bool, job_started: float) -> None:
@@ -236,27 +261,30 @@ def run_experiment(search_config: str, final_config: str, seeds: int, random: in
         val = f" (val {summary['val_acc']:.1f}%)" if summary.get("val_acc") is not None else ""
         report(run_dir.name, f"search: {summary['genotype']}{val}", skipped, t0)
         t0 = time.perf_counter()
-        final, skipped = run_retrain_job(final_cfg, run_dir / GENOTYPE, run_dir / RETRAIN)
-        report(f"{run_dir.name}/{RETRAIN}", f"test {final['test_acc']:.2f}%", skipped, t0)
+        final, skipped = score(run_dir / GENOTYPE, run_dir)
+        report(f"{run_dir.name}/{label}", f"test {final['test_acc']:.2f}%", skipped, t0)
         searched.append({"name": run_dir.name, "seed": cfg.seed, "genotype": final["genotype"],
                          "test_acc": final["test_acc"], "search_val_acc": summary.get("val_acc"),
                          "search_time": summary["search_time"], "train_time": final["train_time"]})
     randoms = []
     for path in random_paths:
         t0 = time.perf_counter()
-        final, skipped = run_retrain_job(final_cfg, path, path.parent / RETRAIN)
-        report(f"{path.parent.name}/{RETRAIN}", f"test {final['test_acc']:.2f}%", skipped, t0)
+        final, skipped = score(path, path.parent)
+        report(f"{path.parent.name}/{label}", f"test {final['test_acc']:.2f}%", skipped, t0)
         randoms.append({"name": path.parent.name, "genotype": final["genotype"], "test_acc": final["test_acc"],
                         "train_time": final["train_time"]})
     population = [r["test_acc"] for r in randoms]
     for s in searched:
         s["percentile"] = percentile_among(s["test_acc"], population)
-    command = ["python -m nas.experiment", "--search-config", str(search_config), "--final-config",
-               str(final_config), "--seeds", str(seeds), "--random", str(random), "--out", str(out),
+    command = ["python -m nas.experiment", "--search-config", str(search_config),
+               *(["--final-config", str(final_config)] if final_config is not None else []),
+               *(["--benchmark", str(benchmark)] if benchmark is not None else []),
+               "--seeds", str(seeds), "--random", str(random), "--out", str(out),
                *(["--random-dir", str(random_dir)] if random_dir != out else []), *overrides]
     results = {
-        "command": " ".join(command), "search_config": str(search_config), "final_config": str(final_config), "overrides": list(overrides),
-        "seeds": seeds, "random": random, "random_dir": str(random_dir),
+        "command": " ".join(command), "search_config": str(search_config), "final_config": str(final_config) if final_config is not None else None, "overrides": list(overrides),
+        "seeds": seeds, "random": random, "random_dir": str(random_dir), "metric": metric,
+        "benchmark": str(benchmark) if benchmark is not None else None,
         "summary": {"searched": summarize([s["test_acc"] for s in searched]), "random": summarize(population),
                     "searched_percentile": summarize([s["percentile"] for s in searched])},
         "searched": searched, "random_cells": randoms,
@@ -279,8 +307,10 @@ def format_markdown(results: dict) -> str:
     summary = results["summary"]
     lines = [f"`{results['command']}`", "", f"Searched with `{results['search_config']}`" +
              (f" + `{' '.join(results['overrides'])}`" if results["overrides"] else "") +
-             f" (seeds 0..{results['seeds'] - 1}); retrained with `{results['final_config']}`; "
-             f"{results['random']} random cells. Test accuracy (%):", "",
+             f" (seeds 0..{results['seeds'] - 1}); "
+             + (f"scored by lookup in `{results['benchmark']}`, nothing retrained; " if results.get("benchmark")
+                else f"retrained with `{results['final_config']}`; ")
+             + f"{results['random']} random cells. {results.get('metric', 'Test accuracy (%)')}:", "",
              "| group | n | mean | std | min | median | max |", "|---|---|---|---|---|---|---|"]
     for group in ("searched", "random"):
         s = summary[group]
@@ -314,7 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nas.experiment",
                                 description="Searched cells against random cells under one retraining budget.")
     p.add_argument("--search-config", required=True, help="YAML config of the search (e.g. configs/quickstart.yaml)")
-    p.add_argument("--final-config", required=True, help="YAML config of the retraining budget")
+    p.add_argument("--final-config", help="YAML config of the retraining budget (not needed with --benchmark)")
+    p.add_argument("--benchmark", metavar="PATH", help="score every cell by lookup in the NATS-Bench topology "
+                                                       "benchmark (NB201 only: NATS-tss-v1_0-3ffb9-simple) "
+                                                       "instead of retraining it")
     p.add_argument("--seeds", type=int, default=2, help="searches, with seeds 0..S-1 (default 2)")
     p.add_argument("--random", type=int, default=8, help="random cells retrained (default 8)")
     p.add_argument("--out", required=True, help="experiment dir; rerunning with the same dir resumes")
@@ -340,7 +373,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         results = run_experiment(args.search_config, args.final_config, args.seeds, args.random, out,
-                                 args.overrides, Path(args.random_dir) if args.random_dir else None)
+                                 args.overrides, Path(args.random_dir) if args.random_dir else None,
+                                 benchmark=args.benchmark)
     except RunInterrupted as e:
         print(f"{e}; rerun the same command to continue", file=sys.stderr)
         return 128 + e.signum

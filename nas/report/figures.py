@@ -368,3 +368,61 @@ def cell_dot(kind: str, edges: list[tuple[str, str, str]]) -> str:
         lines.append(f"  {q(u)} -> {q(v)} [{style}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def settling_figure(Figure, run, probability: float = 0.5):
+    """Each edge's top probability over the epochs (a dot where the edge counted as settled), the
+    threshold as a dashed line; one panel per group, the run's settling summary as the title
+    (``nas.settling``)."""
+    from ..engine.settling import summary_line
+
+    rows = [m for m in run.metrics if "settling" in m]
+    epochs = [m["epoch"] for m in rows]
+    groups = list(rows[-1]["settling"]["edges"])
+    fig = Figure(figsize=(6.5 * len(groups), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, group in zip(axes, groups):
+        names = run.edge_names.get(group) or []
+        count = len(rows[-1]["settling"]["edges"][group]["top_p"])
+        for e in range(count):
+            top = [m["settling"]["edges"][group]["top_p"][e] for m in rows]
+            settled = [m["settling"]["edges"][group]["settled"][e] for m in rows]
+            name = names[e] if e < len(names) else f"edge {e}"
+            line, = ax.plot(epochs, top, lw=1.3, label=f"{name}: {rows[-1]['settling']['edges'][group]['top_op'][e]}")
+            ax.plot([x for x, s in zip(epochs, settled) if s], [p for p, s in zip(top, settled) if s], "o",
+                    color=line.get_color(), ms=3.5)
+        ax.axhline(probability, color="black", lw=1, ls="--", label=f"threshold {probability:g}")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("top probability (derivable ops)")
+        last = rows[-1]["settling"]["edges"][group]
+        ax.set_title(f"{_cell_name(group)}: {sum(last['settled'])}/{count} settled (dots: settled epochs)")
+        ax.legend(loc="lower right", fontsize=7, ncol=2 if count > 8 else 1)
+        _integer_epochs(ax)
+    fig.suptitle(f"{run.title()}\n{summary_line(rows[-1]['settling'], rows[-1]['epoch'])}", fontsize=11)
+    return fig
+
+
+BENCHMARK_DATASETS = (("cifar10", "CIFAR-10", "tab:blue"), ("cifar100", "CIFAR-100", "tab:orange"),
+                      ("ImageNet16-120", "ImageNet16-120", "tab:green"))
+
+
+def benchmark_figure(Figure, run):
+    """The NAS-Bench-201 benchmark accuracy (hp=200) of each epoch's derived cell: test solid, valid dashed;
+    epochs whose cell the benchmark file lacks are gaps."""
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.subplots()
+    epochs = [m["epoch"] for m in run.metrics]
+    for key, label, color in BENCHMARK_DATASETS:
+        for split, ls in (("test", "-"), ("valid", "--")):
+            values = [(m.get("benchmark") or {}).get(key, {}).get(split) for m in run.metrics]
+            ax.plot(epochs, [float("nan") if v is None else v for v in values], ls=ls, color=color,
+                    marker="o" if len(epochs) <= 30 else None, ms=3, label=f"{label} {split}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("benchmark accuracy of the derived cell (%)")
+    ax.legend(loc="best", fontsize=8, ncol=3)
+    _integer_epochs(ax)
+    last = run.metrics[-1].get("benchmark")
+    final = f"last epoch: CIFAR-10 test {last['cifar10']['test']:.2f}%" if last else "last epoch: not in the benchmark"
+    fig.suptitle(f"NAS-Bench-201 benchmark (hp=200, mean over its seeds) | {run.title()}\n{final}", fontsize=11)
+    return fig

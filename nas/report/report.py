@@ -12,6 +12,10 @@ Reads what a search writes (``metrics.jsonl``, ``genotype.yaml``,
 * ``curves.png``: losses, accuracies and two convergence signals (entropy and
   the top probability of every edge, with the epochs where the cell changed);
 * ``tau.png``: the temperature (and learning-rate) schedule;
+* ``settling.png``: each edge's top probability over the epochs against the
+  settling threshold, settled epochs dotted (``nas.settling``);
+* ``benchmark.png`` (with ``search.nb201_benchmark``): the NAS-Bench-201
+  benchmark accuracies of each epoch's derived cell;
 * ``cell_<kind>.png`` and ``cell_<kind>.dot``: the derived cell(s).
 
 matplotlib is an optional dependency (``pip install -e ".[viz]"``); without it
@@ -341,6 +345,11 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list
             written.append(save(figures.heatmap_figure(Figure, run, group, marks.get(group)), f"heatmap_{group}.png"))
         written.append(save(figures.curves_figure(Figure, run, convergence(run)), "curves.png"))
         written.append(save(figures.tau_figure(Figure, run), "tau.png"))
+        if any("settling" in m for m in run.metrics):
+            threshold = run.config.get("search", {}).get("settle_probability", 0.5)
+            written.append(save(figures.settling_figure(Figure, run, threshold), "settling.png"))
+        if any(m.get("benchmark") for m in run.metrics):
+            written.append(save(figures.benchmark_figure(Figure, run), "benchmark.png"))
         try:
             cells = run.space.cell_graphs(run.genotype)
         except NotImplementedError:  # a space without diagrams still gets every other figure
