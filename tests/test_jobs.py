@@ -39,3 +39,11 @@ def test_a_job_command_quotes_paths_and_round_trips(tmp_path):
     words = shlex.split(line)
     assert words[:3] == ["cd", str(folder.resolve()), "&&"]
     assert words[3:] == [sys.executable, "-m", "nas.experiment", *argv, "--only-job", "random-0/retrain-seed1"]
+
+
+def test_a_stopped_run_crosses_a_process_boundary():
+    import pickle
+
+    from nas.loop import RunInterrupted
+    again = pickle.loads(pickle.dumps(RunInterrupted(15, 2, 7)))
+    assert (again.signum, again.epoch, again.step, str(again)) == (15, 2, 7, "stopped by signal 15 at epoch 3, step 7")
