@@ -246,7 +246,8 @@ def execute_job(job: Job) -> tuple[dict, bool]:
     return JOB_KINDS[job.kind](**job.spec)
 
 
-# kind -> function(**spec) -> (record, skipped). A retraining's record is its final.json (val_acc, test_acc).
+# kind -> function(**spec) -> (record, skipped). A retraining's record is its final.json; ``gather`` reads its
+# genotype, val_acc, test_acc and train_time, so another way to score a cell returns those keys.
 JOB_KINDS: dict[str, Callable[..., tuple[dict, bool]]] = {
     "search": run_search_job, "retrain": run_retrain_job, "supernet": score_on_supernet}
 
@@ -328,19 +329,19 @@ def plan_experiment(search_config: str, final_config: str, seeds: int, random: i
         for path in write_random_genotypes(final_cfg.model.space, count, random_dir, none_free=none_free):
             cells.append(Cell(path.parent.name, "nonone" if none_free else "random", path))
     jobs = []
-    for cell in cells:
+    for cell in cells:  # serial order: a search, then its cell's retrainings; then the random cells'
+        run_dir = cell.genotype.parent
         if cell.search:
-            cfg = search_cfgs[int(cell.search.removeprefix("search-seed"))]
-            jobs.append(Job(cell.search, "search", {"cfg": cfg, "out": cell.genotype.parent}))
+            jobs.append(Job(cell.search, "search", {"cfg": search_cfgs[cells.index(cell)], "out": run_dir}))
         for r, cfg in enumerate(retrain_cfgs):
             jobs.append(Job(f"{cell.name}/{RETRAIN}-seed{r}", "retrain",
-                            {"cfg": cfg, "genotype_path": cell.genotype, "out": cell.genotype.parent / f"{RETRAIN}-seed{r}"},
+                            {"cfg": cfg, "genotype_path": cell.genotype, "out": run_dir / f"{RETRAIN}-seed{r}"},
                             after=(cell.search,) if cell.search else ()))
-    every_search = tuple(c.search for c in cells if c.search)
-    for cell in cells[:seeds]:
-        jobs.append(Job(f"{cell.search}/supernet", "supernet",
-                        {"cfg": search_cfgs[int(cell.search.removeprefix("search-seed"))], "run_dir": cell.genotype.parent,
-                         "cells": {c.name: c.genotype for c in cells}}, after=every_search))
+    searches = tuple(c.search for c in cells if c.search)
+    every_cell = {c.name: c.genotype for c in cells}
+    for cfg, search in zip(search_cfgs, searches):  # each supernet scores every cell: after every search
+        jobs.append(Job(f"{search}/supernet", "supernet", {"cfg": cfg, "run_dir": out / search, "cells": every_cell},
+                        after=searches))
     return Plan(search_cfgs, retrain_cfgs, cells, jobs, val_split)
 
 
