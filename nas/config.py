@@ -121,6 +121,7 @@ class TrainConfig:
     eval_every: int = 1           # test every K epochs (0: only at the end)
     checkpoint_every: int = 0     # also checkpoint every K steps (0: at epoch ends only)
     progress: bool = True
+    val_split: float = 0.0        # fraction of the training set held out (fixed seed) for val_acc; 0: none
 
 
 @dataclass
@@ -281,6 +282,7 @@ def _check(cfg: Config) -> None:
     need(0 <= t.drop_path_prob < 1, "train.drop_path_prob", f"must be in [0, 1), got {t.drop_path_prob}")
     need(t.eval_every >= 0, "train.eval_every", f"must be >= 0, got {t.eval_every}")
     need(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be >= 0, got {t.checkpoint_every}")
+    need(0.0 <= t.val_split < 1.0, "train.val_split", f"must be in [0, 1), got {t.val_split}")
     cfg.cost.validate()
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device",
          f"must be auto, cpu, cuda or cuda:N, got {brief(cfg.device)}")

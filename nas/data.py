@@ -211,6 +211,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 # The held-out test split of a flat image folder is drawn with this seed, never with the run's
 # seed, so a search and a retraining of the same folder (any seeds) hold out the same images.
 TEST_SPLIT_SEED = 0
+# The validation part a retraining holds out of its training set (train.val_split): one seed for
+# every run, so that every cell and every retraining seed is measured on the same images.
+VAL_SPLIT_SEED = 1
 
 
 @dataclass

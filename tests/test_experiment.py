@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +18,7 @@ from nas.config import build_config
 from nas.data import CLUTTER_MEAN, CLUTTER_STD, load_dataset, load_digits, load_digits_clutter
 from nas.experiment.experiment import main, percentile_among, summarize
 from nas.spaces.genotype import load_genotype
+from nas.experiment.rank_stats import kendall_tau_b
 
 TINY_DATA = {"dataset": "synthetic", "synthetic_size": 48, "image_size": 8, "batch_size": 16}
 TINY_MODEL = {"space": "nb201", "C": 4, "N": 1}
@@ -100,15 +106,18 @@ def test_summary_on_hand_values():
 
 # --------------------------------------------------------------------------- the tool
 
-@pytest.fixture
-def configs(tmp_path):
-    search = tmp_path / "search.yaml"
-    final = tmp_path / "final.yaml"
+def _write_configs(folder):
+    search, final = folder / "search.yaml", folder / "final.yaml"
     search.write_text(yaml.safe_dump({"device": "cpu", "data": TINY_DATA, "model": {**TINY_MODEL, "mode": "gdas"},
                                       "search": {"epochs": 1, "progress": False}}))
     final.write_text(yaml.safe_dump({"device": "cpu", "data": TINY_DATA, "model": TINY_MODEL,
                                      "train": {"epochs": 1, "lr": 0.05, "progress": False}}))
     return search, final
+
+
+@pytest.fixture
+def configs(tmp_path):
+    return _write_configs(tmp_path)
 
 
 @pytest.fixture(autouse=True)
@@ -118,69 +127,174 @@ def keep_threads():
     torch.set_num_threads(threads)
 
 
-def _args(search, final, out, seeds=1, random=2):
+def _args(search, final, out, seeds=1, random=2, nonone=1, retrain_seeds=2):
     return ["--search-config", str(search), "--final-config", str(final), "--seeds", str(seeds),
-            "--random", str(random), "--out", str(out)]
+            "--random", str(random), "--random-nonone", str(nonone), "--retrain-seeds", str(retrain_seeds),
+            "--out", str(out)]
 
 
-def test_experiment_writes_tables_and_a_second_run_skips_finished_jobs(configs, tmp_path, capsys):
-    search, final = configs
-    out = tmp_path / "exp"
+@pytest.fixture(scope="module")
+def serial_run(tmp_path_factory):
+    """One tiny experiment run serially: 1 search, 2 random + 1 none-free cell, R=2 (10 jobs)."""
+    folder = tmp_path_factory.mktemp("serial")
+    search, final = _write_configs(folder)
+    out = folder / "exp"
+    threads = torch.get_num_threads()
     assert main(_args(search, final, out) + ["search.arch_lr=0.01"]) == 0
-    first = capsys.readouterr().out
-    assert first.count("/4] ") == 4 and "skipped" not in first
+    torch.set_num_threads(threads)
+    return search, final, out, json.loads((out / "results.json").read_text())
 
-    results = json.loads((out / "results.json").read_text())
+
+def _comparable(results: dict) -> list[dict]:
+    """The measured numbers of every cell (not the times)."""
+    return [{k: v for k, v in c.items() if not k.endswith("_time")} for c in results["cells"]]
+
+
+def test_experiment_measures_each_cell_with_r_seeds_and_reports_val_and_test(serial_run):
+    search, final, out, results = serial_run
     space = search_spaces.get("nb201")
-    assert results["overrides"] == ["search.arch_lr=0.01"] and results["seeds"] == 1
-    (searched,), randoms = results["searched"], results["random_cells"]
-    assert searched["name"] == "search-seed0" and searched["seed"] == 0
-    population = [r["test_acc"] for r in randoms]
-    assert len(population) == 2
-    assert searched["percentile"] == percentile_among(searched["test_acc"], population)
-    assert results["summary"]["random"]["mean"] == pytest.approx(sum(population) / 2)
-    for entry in [searched, *randoms]:
-        space.parse(entry["genotype"])
-        assert 0.0 <= entry["test_acc"] <= 100.0
-    for k, r in enumerate(randoms):
-        _, genotype = load_genotype(out / f"random-{k}" / "genotype.yaml")
-        assert space.format(genotype) == r["genotype"]
-    _, derived = load_genotype(out / "search-seed0" / "genotype.yaml")
-    assert space.format(derived) == searched["genotype"]
+    assert results["overrides"] == ["search.arch_lr=0.01"] and results["retrain_seeds"] == 2
+    assert results["val_split"] == 0.1  # the experiment's default where the final config sets none
+    cells = {c["name"]: c for c in results["cells"]}
+    assert list(cells) == ["search-seed0", "random-0", "random-1", "nonone-0"]
+    assert [c["group"] for c in cells.values()] == ["searched", "random", "random", "nonone"]
+    for name, cell in cells.items():
+        runs = [json.loads((out / name / f"retrain-seed{r}" / "final.json").read_text()) for r in range(2)]
+        for r, run in enumerate(runs):  # each retraining: its own seed, the same held-out val part
+            cfg = yaml.safe_load((out / name / f"retrain-seed{r}" / "config.yaml").read_text())
+            assert cfg["seed"] == r and cfg["train"]["val_split"] == 0.1
+            assert run["val_images"] == 5 and run["test_images"] == 48
+        val, test = [r["val_acc"] for r in runs], [r["test_acc"] for r in runs]
+        assert cell["val_accs"] == val and cell["test_accs"] == test
+        assert cell["val_mean"] == pytest.approx((val[0] + val[1]) / 2)
+        assert cell["val_se"] == pytest.approx(abs(val[0] - val[1]) / 2)  # std/sqrt(2) of two values
+        assert cell["test_se"] == pytest.approx(abs(test[0] - test[1]) / 2)
+        _, genotype = load_genotype(out / name / "genotype.yaml")
+        assert space.format(genotype) == cell["genotype"]
+    assert "none" not in space.parse(cells["nonone-0"]["genotype"]).edge_ops()
+
+    searched = cells["search-seed0"]
+    for group, members in (("random", ["random-0", "random-1"]), ("nonone", ["nonone-0"])):
+        for split in ("val", "test"):
+            population = [cells[m][f"{split}_mean"] for m in members]
+            assert searched["percentile"][group][split] == percentile_among(searched[f"{split}_mean"], population)
+            assert results["summary"][group][split]["mean"] == pytest.approx(sum(population) / len(population))
+    noise = results["retraining_noise_se"]["val"]
+    within = [(c["val_accs"][0] - c["val_accs"][1]) ** 2 / 2 for c in cells.values()]  # variance of two values
+    assert noise == pytest.approx((sum(within) / len(within) / 2) ** 0.5)
+
     markdown = (out / "results.md").read_text()
-    assert "| group | n | mean | std | min | median | max |" in markdown
-    assert "| searched | 1 |" in markdown and "| random | 2 |" in markdown
+    assert "**val** = accuracy on the 10% of the training set" in markdown and "(reported only)" in markdown
+    assert "| random, none-free | 1 |" in markdown and "| searched | 1 |" in markdown
     assert searched["genotype"].replace("|", "\\|") in markdown
 
-    finished = sorted(out.rglob("final.json")) + [out / "search-seed0" / "search.json"]
-    assert len(finished) == 4
+
+def test_kendall_tau_compares_the_supernets_belief_with_the_retrained_val_means(serial_run):
+    _, _, out, results = serial_run
+    cells = results["cells"]
+    stored = json.loads((out / "search-seed0" / "supernet_scores.json").read_text())
+    assert sorted(stored) == sorted(c["name"] for c in cells)
+    believed = [c["supernet_val_acc"]["search-seed0"] for c in cells]
+    assert believed == [stored[c["name"]]["val_acc"] for c in cells]
+    (tau,) = results["kendall_tau"]["per_search"]
+    assert tau == {"search": "search-seed0", "cells": 4,
+                   "tau_b": kendall_tau_b(believed, [c["val_mean"] for c in cells])}
+    # The search scored its own derived cell the same way when it finished (same supernet, same val split).
+    search = json.loads((out / "search-seed0" / "search.json").read_text())
+    assert stored["search-seed0"]["val_acc"] == pytest.approx(search["val_acc"])
+
+
+def test_a_second_run_skips_every_finished_job(serial_run, capsys):
+    search, final, out, results = serial_run
+    finished = sorted(out.rglob("final.json")) + [out / "search-seed0" / "search.json",
+                                                  out / "search-seed0" / "supernet_scores.json"]
+    assert len(finished) == 10
     mtimes = {p: p.stat().st_mtime_ns for p in finished}
+    capsys.readouterr()
     assert main(_args(search, final, out) + ["search.arch_lr=0.01"]) == 0
-    second = capsys.readouterr().out
-    assert second.count("finished earlier, skipped") == 4
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 10
     assert {p: p.stat().st_mtime_ns for p in finished} == mtimes
-    again = json.loads((out / "results.json").read_text())
-    assert again["searched"] == results["searched"] and again["random_cells"] == results["random_cells"]
+    assert _comparable(json.loads((out / "results.json").read_text())) == _comparable(results)
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_numbers_as_a_serial_run(serial_run, tmp_path, capsys):
+    search, final, _, serial = serial_run
+    out = tmp_path / "parallel"
+    assert main(_args(search, final, out) + ["search.arch_lr=0.01", "--workers", "2"]) == 0
+    assert capsys.readouterr().out.count("/10] ") == 10
+    assert _comparable(json.loads((out / "results.json").read_text())) == _comparable(serial)
+
+
+def _printed(capsys, argv):
+    capsys.readouterr()
+    assert main(argv + ["--print-jobs"]) == 0
+    captured = capsys.readouterr()
+    return [shlex.split(line) for line in captured.out.splitlines()], captured.err
+
+
+@pytest.mark.slow
+def test_printed_commands_run_one_job_each_and_a_plain_run_gathers_them(configs, tmp_path, capsys):
+    search, final = configs
+    out = tmp_path / "exp"
+    argv = _args(search, final, out, random=1, nonone=0, retrain_seeds=1)  # 4 jobs
+    first, note = _printed(capsys, argv)
+    ids = [c[c.index("--only-job") + 1] for c in first]
+    assert ids == ["search-seed0", "random-0/retrain-seed0"] and "2 more job(s) wait" in note
+    for command in first:  # cd DIR && PYTHON -m nas.experiment ARGS --only-job ID
+        assert command[:3] == ["cd", str(Path.cwd()), "&&"] and command[3:6] == [sys.executable, "-m", "nas.experiment"]
+    # One of them as a real shell command, the other through main() with its arguments.
+    subprocess.run(shlex.join(first[0][3:]), shell=True, check=True, cwd=first[0][1], capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert main(first[1][6:]) == 0
+    assert (out / "search-seed0" / "search.json").is_file() and (out / "random-0" / "retrain-seed0" / "final.json").is_file()
+
+    second, note = _printed(capsys, argv)
+    assert [c[-1] for c in second] == ["search-seed0/retrain-seed0", "search-seed0/supernet"] and not note
+    for command in second:
+        assert main(command[6:]) == 0
+    third, note = _printed(capsys, argv)
+    assert third == [] and "every job has finished" in note
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 4
+    assert len(json.loads((out / "results.json").read_text())["cells"]) == 2
 
 
 def test_an_interrupted_job_continues_from_its_checkpoint(configs, tmp_path, capsys):
     search, final = configs
     out = tmp_path / "exp"
-    assert main(_args(search, final, out, random=1)) == 0
-    done = out / "random-0" / "retrain" / "final.json"
+    args = _args(search, final, out, random=1, nonone=0, retrain_seeds=1)
+    assert main(args) == 0
+    done = out / "random-0" / "retrain-seed0" / "final.json"
     before = json.loads(done.read_text())
     done.unlink()  # as if stopped after its last checkpoint, before final.json
-    assert main(_args(search, final, out, random=1)) == 0
+    assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert sum("skipped" in line for line in lines) == 2  # the search and its retraining
+    assert sum("skipped" in line for line in lines) == 3  # the search, its retraining and the supernet scores
     after = json.loads(done.read_text())
     assert after["test_acc"] == before["test_acc"] and after["epoch_times"] == before["epoch_times"]
 
 
+def _set(flag, value):
+    def change(args):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    return change
+
+
 @pytest.mark.parametrize("change, message", [
-    (lambda a: a.__setitem__(a.index("--seeds") + 1, "0"), "--seeds must be >= 1"),
-    (lambda a: a.__setitem__(a.index("--random") + 1, "0"), "--random must be >= 1"),
-    (lambda a: a.__setitem__(a.index("--search-config") + 1, "missing.yaml"), "does not exist"),
+    (_set("--seeds", "0"), "--seeds must be >= 1"),
+    (_set("--random", "0"), "--random must be >= 1"),
+    (_set("--retrain-seeds", "0"), "--retrain-seeds must be >= 1"),
+    (_set("--random-nonone", "-1"), "--random-nonone must be >= 0"),
+    (_set("--workers", "0"), "--workers must be >= 1"),
+    (_set("--val-split", "1.5"), "--val-split must be in (0, 1)"),
+    (_set("--only-job", "random-9/retrain-seed0"), "is not a job of this experiment"),
+    (_set("--only-job", "search-seed0/retrain-seed0"), "needs 'search-seed0' finished first"),
+    (lambda a: a.extend(["--print-jobs", "--only-job", "search-seed0"]), "exclude each other"),
+    (_set("--search-config", "missing.yaml"), "does not exist"),
     (lambda a: a.append("search.epochz=1"), "unknown config key"),
 ])
 def test_bad_input_is_one_line_and_exit_2(configs, tmp_path, capsys, change, message):
@@ -191,12 +305,21 @@ def test_bad_input_is_one_line_and_exit_2(configs, tmp_path, capsys, change, mes
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+def test_none_free_cells_are_refused_where_random_cells_never_hold_none(tmp_path, capsys):
+    search, final = tmp_path / "search.yaml", tmp_path / "final.yaml"
+    darts = {"space": "darts", "C": 4, "N": 1}
+    search.write_text(yaml.safe_dump({"device": "cpu", "data": TINY_DATA, "model": darts}))
+    final.write_text(yaml.safe_dump({"device": "cpu", "data": TINY_DATA, "model": darts}))
+    assert main(_args(search, final, tmp_path / "exp", nonone=1)) == 2
+    assert "the darts space's never do: use --random-nonone 0" in capsys.readouterr().err
+
+
 def test_a_job_dir_of_another_config_is_refused(configs, tmp_path, capsys):
     search, final = configs
     out = tmp_path / "exp"
-    assert main(_args(search, final, out, random=1)) == 0
+    assert main(_args(search, final, out, random=1, nonone=0, retrain_seeds=1)) == 0
     other = tmp_path / "final2.yaml"
     other.write_text(final.read_text().replace("lr: 0.05", "lr: 0.01"))
     capsys.readouterr()
-    assert main(_args(search, other, out, random=1)) == 2
+    assert main(_args(search, other, out, random=1, nonone=0, retrain_seeds=1)) == 2
     assert "different config (train.lr differ)" in capsys.readouterr().err

@@ -142,3 +142,43 @@ def test_timm_entry_point_refuses_pretrained_and_missing_genotype():
         timm.create_model("nb201_network", pretrained=True, genotype=NB201_ARCH)
     with pytest.raises(UserError):
         timm.create_model("darts_network")
+
+
+def _rows(images: torch.Tensor) -> list[bytes]:
+    return sorted(bytes(r.numpy()) for r in images.reshape(len(images), -1).cpu())
+
+
+DIGITS = ["data.dataset=digits", "data.batch_size=128", "model.C=4", "model.N=1", "train.epochs=1"]
+
+
+def test_val_split_holds_out_the_same_training_images_for_every_seed(tmp_path):
+    from nas.data import load_digits
+    gfile = _genotype_file(tmp_path, "nb201", NB201_ARCH)
+    whole = load_digits(train=True)
+    trainers = [build_final_trainer(build_config({}, DIGITS + [f"seed={s}", "train.val_split=0.2"]),
+                                    gfile, log=quiet)[0] for s in (2, 3)]
+    for t in trainers:
+        assert len(t.val_data.labels) == 300 and len(t.train_data.labels) == 1200
+        assert not set(_rows(t.val_data.images)) & set(_rows(t.train_data.images))  # never trained on
+        assert _rows(torch.cat([t.val_data.images, t.train_data.images])) == _rows(whole.images)
+        assert "validation part" in t.val_set
+    assert torch.equal(trainers[0].val_data.images, trainers[1].val_data.images)  # one seed for the split
+
+    trainer = trainers[0]
+    trainer.out_dir = tmp_path
+    trainer.run()
+    record = trainer.write_summary()
+    assert record["val_images"] == 300 and record["val_acc"] == trainer.evaluate(trainer.val_data)[1]
+    assert record["test_acc"] == trainer.evaluate()[1] and record["test_images"] == 297
+    assert json.loads((tmp_path / "final.json").read_text())["val_acc"] == record["val_acc"]
+
+    plain, _, _ = build_final_trainer(build_config({}, DIGITS), gfile, log=quiet)
+    assert plain.val_data is None and len(plain.train_data.labels) == 1500
+
+
+@pytest.mark.parametrize("value, message", [("1.0", "must be in [0, 1)"), ("0.001", "empty training or validation")])
+def test_bad_val_split_is_refused(tmp_path, value, message):
+    from nas.utils.errors import UserError
+    gfile = _genotype_file(tmp_path, "nb201", NB201_ARCH)
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        build_final_trainer(build_config({}, SYNTH + [f"train.val_split={value}"]), gfile, log=quiet)

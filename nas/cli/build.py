@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import inspect
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..config import Config
 from ..cost.objective import CostObjective
-from ..data import SearchData, TensorLoader, build_search_data, load_dataset
 from ..spaces.derive import check_exclusions
 from ..engine.distributed import DistContext, init_distributed
 from ..utils.errors import UserError
@@ -17,6 +17,7 @@ from ..spaces.genotype import load_genotype
 from ..engine.search import Searcher
 from ..spaces.space import get_space
 from ..engine.train import FinalTrainer
+from ..data import VAL_SPLIT_SEED, SearchData, TensorLoader, build_search_data, hold_out, load_dataset
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -138,20 +139,36 @@ def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | P
     seed_everything(cfg.seed, cfg.deterministic)
     d, t = cfg.data, cfg.train
     train_set, test_set = _load(cfg, train=True), _load(cfg, train=False)
+    val_set = None
+    if t.val_split > 0:  # the same images for every seed and cell (VAL_SPLIT_SEED), never trained on
+        kept, held = hold_out(train_set.labels, t.val_split, VAL_SPLIT_SEED)
+        if len(held) == 0 or len(kept) == 0:
+            raise UserError(f"train.val_split={t.val_split} of the {len(train_set):,} training images leaves an "
+                            "empty training or validation part; choose another train.val_split")
+        share = f"{t.val_split * 100:g}%"
+        val_set = replace(train_set.subset(held), source=f"{train_set.source}: the held-out {share} "
+                                                         f"validation part (seed {VAL_SPLIT_SEED}), {len(held):,} images")
+        train_set = replace(train_set.subset(kept), source=f"{train_set.source}, less the held-out {share} "
+                                                           f"validation part: {len(kept):,} images")
     data_device = device if d.device_resident else torch.device("cpu")
     shard = dict(device=data_device, rank=ctx.rank, world_size=ctx.world_size)
     train = TensorLoader(train_set, d.batch_size, shuffle=True, augment=d.augment, seed=cfg.seed,
                          cutout=d.cutout, **shard)
     test = TensorLoader(test_set, max(d.batch_size, 256), shuffle=False, augment=False, drop_last=False, **shard)
+    val = None if val_set is None else TensorLoader(val_set, max(d.batch_size, 256), shuffle=False, augment=False,
+                                                    drop_last=False, **shard)
     torch.manual_seed(cfg.seed)
     network = space.build_network(genotype, num_classes=train_set.num_classes, C=cfg.model.C, N=cfg.model.N,
                                   in_channels=train_set.images.shape[1], auxiliary=t.auxiliary_weight > 0,
                                   drop_path_prob=t.drop_path_prob,
                                   **_input_size(space.build_network, train_set.images.shape[-1]))
-    trainer = FinalTrainer(network.to(device), train, test, t, out_dir=out_dir, log=log, dist=ctx)
+    trainer = FinalTrainer(network.to(device), train, test, t, out_dir=out_dir, log=log, dist=ctx, val=val)
     trainer.run_config = cfg.to_dict()
     trainer.test_set = test_set.source
+    trainer.val_set = val_set.source if val_set is not None else ""
     if ctx.is_main:
         log(f"training images: {train_set.source}")
         log(f"test images: {test_set.source}")
+        if val_set is not None:
+            log(f"validation images: {val_set.source}")
     return trainer, space, genotype

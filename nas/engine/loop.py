@@ -69,6 +69,9 @@ class RunInterrupted(Exception):
         super().__init__(f"stopped by signal {signum} at epoch {epoch + 1}, step {step}")
         self.signum, self.epoch, self.step = signum, epoch, step
 
+    def __reduce__(self):  # rebuilt from its fields: a worker process hands it back to the experiment
+        return type(self), (self.signum, self.epoch, self.step)
+
 
 class RunDiverged(Exception):
     """A loss, gradient, weight or metric was not finite (and the loop was not told to skip such steps)."""

@@ -56,19 +56,22 @@ class FinalTrainer(EpochLoop):
         out_dir: Run directory; None writes nothing.
         log: Where epoch summaries go.
         dist: This process's place in a multi-process run (gradients averaged, data sharded).
+        val: Validation batches held out of the training set (``train.val_split``); None: no val metrics.
     """
 
     checkpoint_key = "optimizer"
     test_set = ""  # where the test images come from, in words (written to final.json)
+    val_set = ""   # where the validation images come from, in words (written to final.json)
     wrong_checkpoint = "is a search checkpoint, not one of train_final.py"
     divergence_hint = "lower {key} or set train.grad_clip"
 
     def __init__(self, network: nn.Module, train: TensorLoader, test: TensorLoader,
                  settings: TrainConfig | None = None, out_dir: str | Path | None = None,
-                 log: Callable[[str], None] = print, dist: DistContext | None = None):
+                 log: Callable[[str], None] = print, dist: DistContext | None = None,
+                 val: TensorLoader | None = None):
         self.s = settings or TrainConfig()
         super().__init__(self.s.epochs, self.s.checkpoint_every, out_dir, log, dist)
-        self.net, self.train_data, self.test_data = network, train, test
+        self.net, self.train_data, self.test_data, self.val_data = network, train, test, val
         if self.dist.enabled:
             broadcast_module(network)
         self.optimizer = torch.optim.SGD(network.parameters(), lr=self.s.lr, momentum=self.s.momentum,
@@ -135,6 +138,8 @@ class FinalTrainer(EpochLoop):
                    "train_loss": totals["loss"] / counts["seen"], "train_acc": 100.0 * totals["correct"] / counts["seen"]}
         if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
             metrics["test_loss"], metrics["test_acc"], metrics["test_acc5"] = self.evaluate()
+            if self.val_data is not None:
+                metrics["val_loss"], metrics["val_acc"], _ = self.evaluate(self.val_data)
         metrics["epoch_time"] = sums.elapsed()
         return metrics
 
@@ -145,11 +150,12 @@ class FinalTrainer(EpochLoop):
             raise self.diverged(epoch, step)
         return False
 
-    def evaluate(self) -> tuple[float, float, float]:
-        """Test loss, top-1 and top-5 accuracy (%)."""
+    def evaluate(self, loader: TensorLoader | None = None) -> tuple[float, float, float]:
+        """Loss, top-1 and top-5 accuracy (%) on ``loader`` (default: the test batches)."""
+        loader = loader or self.test_data
         self.net.eval()
         try:
-            result = evaluate_classifier(self.net, self.test_data.epoch(0), self.device, self.dist, amp=self.amp)
+            result = evaluate_classifier(self.net, loader.epoch(0), self.device, self.dist, amp=self.amp)
         finally:
             self.net.train()
         return result.loss, result.top1, result.top5
@@ -157,16 +163,21 @@ class FinalTrainer(EpochLoop):
     def describe_epoch(self, m: dict) -> str:
         """One line: learning rate, train loss and accuracy, test figures when evaluated, time."""
         test = f"  test {m['test_loss']:.3f} / {m['test_acc']:5.2f}%" if "test_acc" in m else ""
+        if "val_acc" in m:
+            test = f"  val {m['val_loss']:.3f} / {m['val_acc']:5.2f}%" + test
         return (f"epoch {m['epoch']:>3}/{self.s.epochs}  lr {m['lr']:.4f}  "
                 f"train {m['train_loss']:.3f} / {m['train_acc']:5.1f}%{test}  {m['epoch_time']:.1f}s")
 
     def summary(self, **extra) -> dict:
-        """What ``final.json`` holds: test accuracy and what it was measured on, parameters, FLOPs and epoch times."""
+        """What ``final.json`` holds: test (and val) accuracy and what it was measured on, parameters, FLOPs, epoch times."""
         last = self.history[-1]
         shape = tuple(self.test_data.images.shape[1:])
+        val = {} if self.val_data is None else {
+            "val_set": self.val_set, "val_images": self.val_data.labels.numel(),
+            "val_acc": last.get("val_acc"), "val_loss": last.get("val_loss")}
         return {**extra, "test_set": self.test_set, "test_images": self.test_data.labels.numel(),
                 "test_acc": last.get("test_acc"), "test_acc5": last.get("test_acc5"),
-                "test_loss": last.get("test_loss"), "epochs": self.s.epochs,
+                "test_loss": last.get("test_loss"), **val, "epochs": self.s.epochs,
                 "params": count_parameters(self.net, exclude="auxiliary_head"),
                 "params_with_auxiliary": count_parameters(self.net),
                 "flops": count_flops(self.net, shape), "input_shape": list(shape),
