@@ -9,7 +9,6 @@ import pickle
 import sys
 
 import pytest
-import torch
 import yaml
 
 nats_bench = pytest.importorskip("nats_bench")  # the `test` extra installs it; CI runs these
@@ -19,7 +18,9 @@ import search_spaces  # noqa: E402,F401
 from nas.cli.build import build_searcher  # noqa: E402
 from nas.config import build_config  # noqa: E402
 from nas.utils.errors import UserError  # noqa: E402
-from nas.experiment.experiment import main as experiment_main, run_search_job  # noqa: E402
+from nas.experiment.experiment import main as experiment_main, run_search_job, write_random_genotypes  # noqa: E402
+from nas.experiment.rank_stats import percentile_among  # noqa: E402
+from nas.spaces.genotype import load_genotype  # noqa: E402
 from search_spaces.nb201_benchmark import METRIC_NAME, NB201Benchmark  # noqa: E402
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -212,21 +213,28 @@ def test_experiment_scores_cells_by_lookup_instead_of_retraining(tmp_path, capsy
     out = tmp_path / "exp"
     from nas.config import load_config
     summary, _ = run_search_job(load_config(search, ["seed=0"]), out / "search-seed0")
-    generator = torch.Generator().manual_seed(0)  # the experiment's random cells (RANDOM_SEED 0)
+    randoms = [load_genotype(p)[1] for p in write_random_genotypes("nb201", 2, tmp_path / "draw")]
+    nonone = [load_genotype(p)[1] for p in write_random_genotypes("nb201", 2, tmp_path / "draw", none_free=True)]
     space = search_spaces.get("nb201")
-    randoms = [space.format(space.random_genotype(generator)) for _ in range(2)]
-    cells = [ALL_ARCHS.index(a) for a in [summary["genotype"], *randoms]]
+    cells = [ALL_ARCHS.index(a) for a in [summary["genotype"], *map(space.format, randoms + nonone)]]
     write_directory(tmp_path / "bench", sorted(set(cells)))
     args = ["--search-config", str(search), "--benchmark", str(tmp_path / "bench"), "--seeds", "1",
             "--random", "2", "--out", str(out)]
     assert experiment_main(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["metric"] == f"{METRIC_NAME} (%)" and results["final_config"] is None
-    assert results["searched"][0]["test_acc"] == expected(cells[0])["cifar10"]["test"]
-    assert [r["test_acc"] for r in results["random_cells"]] == [expected(i)["cifar10"]["test"] for i in cells[1:]]
-    assert not list(out.rglob("retrain"))  # nothing was trained
+    assert results["retrain_seeds"] == 0 and results["benchmark"] == str(tmp_path / "bench")
+    assert [c["group"] for c in results["cells"]] == ["searched", "random", "random", "nonone", "nonone"]
+    # val = the benchmark's CIFAR-10-valid accuracy, test = its CIFAR-10 test accuracy, one lookup per cell
+    assert [c["test_accs"] for c in results["cells"]] == [[expected(i)["cifar10"]["test"]] for i in cells]
+    assert [c["val_accs"] for c in results["cells"]] == [[expected(i)["cifar10"]["valid"]] for i in cells]
+    searched = results["cells"][0]
+    assert searched["percentile"]["random"]["test"] == percentile_among(
+        searched["test_mean"], [c["test_mean"] for c in results["cells"][1:3]])
+    assert not list(out.rglob("retrain*"))  # nothing was trained
     markdown = (out / "results.md").read_text()
     assert "NB201 benchmark CIFAR-10 test accuracy (hp=200) (%):" in markdown and "nothing retrained" in markdown
+    assert "Retraining noise" not in markdown
     # a cell the benchmark lacks is one line, exit 2
     assert set(cells[1:]) - {cells[0]}
     write_directory(tmp_path / "partial", [cells[0]])
@@ -234,3 +242,25 @@ def test_experiment_scores_cells_by_lookup_instead_of_retraining(tmp_path, capsy
     assert experiment_main(args[:3] + [str(tmp_path / "partial")] + args[4:]) == 2
     err = capsys.readouterr().err.strip()
     assert "has no results in the NAS-Bench-201 benchmark" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--final-config", "{final}", "--benchmark", "{bench}"],
+     "--benchmark scores the cells by lookup and --final-config by retraining; use one"),
+    (["--benchmark", "{bench}", "model.space=mobilenet"],
+     "--benchmark looks cells up in NAS-Bench-201, but the search config searches 'mobilenet'"),
+    (["--benchmark", "{tmp}/MISSING"], "MISSING"),
+    ([], "--final-config is required unless --benchmark scores the cells by lookup"),
+])
+def test_experiment_benchmark_options_are_checked_before_any_work(tmp_path, capsys, options, message):
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({"device": "cpu", "data": {"dataset": "synthetic"}, "model": {"space": "nb201"}}))
+    final = tmp_path / "final.yaml"
+    final.write_text(yaml.safe_dump({"device": "cpu", "model": {"space": "nb201"}}))
+    write_directory(tmp_path / "bench", [0])
+    names = {"final": final, "bench": tmp_path / "bench", "tmp": tmp_path}
+    args = ["--search-config", str(search), "--out", str(tmp_path / "exp"), *(o.format(**names) for o in options)]
+    assert experiment_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "exp" / "search-seed0").exists()  # nothing ran

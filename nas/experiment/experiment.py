@@ -1,6 +1,7 @@
 """Searched cells against random cells under one retraining budget, with evidence that holds up.
 
 ``python -m nas.experiment --search-config CONFIG --final-config FINAL --seeds S --random K --out DIR [key=value ...]``
+``python -m nas.experiment --search-config CONFIG --benchmark NATS_FILE --seeds S --random K --out DIR`` (nb201)
 
 A searched cell is worth something only if it beats what random sampling
 finds for the same cost. The tool searches with seeds ``0..S-1`` (the
@@ -14,7 +15,9 @@ split, and Kendall's tau-b compares that with the retrained val means.
 ``DIR/results.json`` and ``DIR/results.md`` hold per-cell means and standard
 errors, per-group statistics, each derived cell's percentile among either
 random group, the pooled retraining noise and the rank correlations
-(docs/experiment.md).
+(docs/experiment.md). With ``--benchmark`` (NB201 only) nothing is retrained:
+each cell is scored by lookup in the NATS-Bench topology benchmark (val = its
+CIFAR-10-valid accuracy, test = its CIFAR-10 test accuracy, hp=200).
 
 Layout: ``DIR/search-seed<s>/`` (a search run dir, plus ``search.json`` once it
 has finished and ``supernet_scores.json``) and
@@ -58,6 +61,8 @@ RANDOM_SEED = 0               # the random cells are one stream of this generato
 NONONE_SEED = 1               # the none-free random cells: a stream of their own, also a prefix for any K
 JOB_LOG = "log.txt"           # the epoch lines of a job (the console gets one line per job)
 SUPERNET_SCORES = "supernet_scores.json"  # in a search's dir: its supernet's accuracy of every cell
+BENCHMARK = "benchmark"       # the lookup job of a cell scored by the NB201 benchmark (no dir of its own)
+RETRAINED_METRIC = "accuracy after retraining (%)"
 DEFAULT_VAL_SPLIT = 0.1       # the retrainings' held-out val part when the final config sets none
 
 
@@ -239,6 +244,20 @@ def score_on_supernet(cfg: Config, run_dir: Path, cells: dict[str, str]) -> tupl
         return {n: stored[n] for n in cells}, False
 
 
+def score_by_benchmark(benchmark: str, genotype_path: Path) -> tuple[dict, bool]:
+    """Scores one NB201 cell by lookup in the NATS-Bench topology benchmark instead of retraining it.
+
+    Returns a ``final.json``-like record (``val_acc`` = the benchmark's CIFAR-10-valid accuracy,
+    ``test_acc`` = its CIFAR-10 test accuracy, both after the 200-epoch protocol) and False (a
+    lookup is cheap, so it is never stored and never skipped).
+    """
+    from search_spaces.nb201_benchmark import NB201Benchmark, experiment_score
+
+    record = experiment_score(NB201Benchmark(benchmark), genotype_path)
+    record["val_acc"] = record["benchmark"]["cifar10"]["valid"]
+    return record, False
+
+
 def execute_job(job: Job) -> tuple[dict, bool]:
     """Runs one job by its kind (``JOB_KINDS``); returns its record and whether it had finished earlier."""
     import search_spaces  # noqa: F401  (registers the spaces in a spawned worker)
@@ -249,7 +268,8 @@ def execute_job(job: Job) -> tuple[dict, bool]:
 # kind -> function(**spec) -> (record, skipped). A retraining's record is its final.json; ``gather`` reads its
 # genotype, val_acc, test_acc and train_time, so another way to score a cell returns those keys.
 JOB_KINDS: dict[str, Callable[..., tuple[dict, bool]]] = {
-    "search": run_search_job, "retrain": run_retrain_job, "supernet": score_on_supernet}
+    "search": run_search_job, "retrain": run_retrain_job, "supernet": score_on_supernet,
+    BENCHMARK: score_by_benchmark}
 
 
 def job_done(job: Job) -> bool:
@@ -258,6 +278,8 @@ def job_done(job: Job) -> bool:
         return (job.spec["out"] / SEARCH_DONE).is_file()
     if job.kind == "supernet":
         return supernet_scores_done(job.spec["run_dir"], job.spec["cells"])
+    if job.kind == BENCHMARK:
+        return False  # a lookup: never stored, redone on every run
     return (job.spec["out"] / FINAL).is_file()
 
 
@@ -285,7 +307,14 @@ class Plan:
     retrain_cfgs: list
     cells: list
     jobs: list
-    val_split: float
+    val_split: float | None        # None when the benchmark scores the cells
+    benchmark: str | None = None   # the NATS-Bench file that scores the cells instead of retraining
+
+    def score_ids(self, cell: Cell) -> list[str]:
+        """The ids of the jobs whose records are the cell's scores (its retrainings, or its lookup)."""
+        if self.benchmark is not None:
+            return [f"{cell.name}/{BENCHMARK}"]
+        return [f"{cell.name}/{RETRAIN}-seed{r}" for r in range(len(self.retrain_cfgs))]
 
 
 def _clock(seconds: float) -> str:
@@ -297,9 +326,10 @@ def _say(line: str) -> None:
     print(line, flush=True)  # progress must show when stdout is a file (nohup), not only at exit
 
 
-def plan_experiment(search_config: str, final_config: str, seeds: int, random: int, out: Path,
+def plan_experiment(search_config: str, final_config: str | None, seeds: int, random: int, out: Path,
                     overrides: list[str] = (), random_dir: Path | None = None, retrain_seeds: int = 3,
-                    random_nonone: int | None = None, val_split: float | None = None) -> Plan:
+                    random_nonone: int | None = None, val_split: float | None = None,
+                    benchmark: str | Path | None = None) -> Plan:
     """Checks the options, writes the random cells' genotypes and lists the jobs (see ``run_experiment``)."""
     for flag, value, low in (("--seeds", seeds, 1), ("--random", random, 1), ("--retrain-seeds", retrain_seeds, 1),
                              ("--random-nonone", 0 if random_nonone is None else random_nonone, 0)):
@@ -311,38 +341,56 @@ def plan_experiment(search_config: str, final_config: str, seeds: int, random: i
     from ..spaces.space import get_space
 
     search_cfgs = [load_config(search_config, [*overrides, f"seed={s}"]) for s in range(seeds)]
-    final_cfg = load_config(final_config)
-    if final_cfg.model.space != search_cfgs[0].model.space:
-        raise UserError(f"the final config trains {final_cfg.model.space!r} networks but the search config "
-                        f"searches {search_cfgs[0].model.space!r}; set model.space in {final_config}")
-    # Decisions read a validation accuracy: the retrainings hold out part of the training set for it.
-    val_split = val_split or final_cfg.train.val_split or DEFAULT_VAL_SPLIT
-    retrain_cfgs = [load_config(final_config, [f"seed={r}", f"train.val_split={val_split}"])
-                    for r in range(retrain_seeds)]
+    space_name = search_cfgs[0].model.space
+    if benchmark is not None:
+        if space_name != "nb201":
+            raise UserError(f"--benchmark looks cells up in NAS-Bench-201, but the search config searches "
+                            f"{space_name!r}; drop --benchmark or search model.space=nb201")
+        if final_config is not None:
+            raise UserError("--benchmark scores the cells by lookup and --final-config by retraining; use one")
+        from search_spaces.nb201_benchmark import NB201Benchmark
+
+        NB201Benchmark(benchmark)  # a missing or malformed file: one line now, not after the searches
+        retrain_cfgs, val_split = [], None
+    else:
+        if final_config is None:
+            raise UserError("--final-config is required unless --benchmark scores the cells by lookup")
+        final_cfg = load_config(final_config)
+        if final_cfg.model.space != space_name:
+            raise UserError(f"the final config trains {final_cfg.model.space!r} networks but the search config "
+                            f"searches {space_name!r}; set model.space in {final_config}")
+        # Decisions read a validation accuracy: the retrainings hold out part of the training set for it.
+        val_split = val_split or final_cfg.train.val_split or DEFAULT_VAL_SPLIT
+        retrain_cfgs = [load_config(final_config, [f"seed={r}", f"train.val_split={val_split}"])
+                        for r in range(retrain_seeds)]
     if random_nonone is None:
-        random_nonone = random if random_cells_can_hold_none(get_space(final_cfg.model.space)) else 0
+        random_nonone = random if random_cells_can_hold_none(get_space(space_name)) else 0
     random_dir = random_dir or out
     out.mkdir(parents=True, exist_ok=True)
     cells = [Cell(f"search-seed{c.seed}", "searched", out / f"search-seed{c.seed}" / GENOTYPE, f"search-seed{c.seed}")
              for c in search_cfgs]
     for none_free, count in ((False, random), (True, random_nonone)):
-        for path in write_random_genotypes(final_cfg.model.space, count, random_dir, none_free=none_free):
+        for path in write_random_genotypes(space_name, count, random_dir, none_free=none_free):
             cells.append(Cell(path.parent.name, "nonone" if none_free else "random", path))
     jobs = []
     for cell in cells:  # serial order: a search, then its cell's retrainings; then the random cells'
         run_dir = cell.genotype.parent
         if cell.search:
             jobs.append(Job(cell.search, "search", {"cfg": search_cfgs[cells.index(cell)], "out": run_dir}))
+        after = (cell.search,) if cell.search else ()
+        if benchmark is not None:
+            jobs.append(Job(f"{cell.name}/{BENCHMARK}", BENCHMARK,
+                            {"benchmark": str(benchmark), "genotype_path": cell.genotype}, after=after))
         for r, cfg in enumerate(retrain_cfgs):
             jobs.append(Job(f"{cell.name}/{RETRAIN}-seed{r}", "retrain",
                             {"cfg": cfg, "genotype_path": cell.genotype, "out": run_dir / f"{RETRAIN}-seed{r}"},
-                            after=(cell.search,) if cell.search else ()))
+                            after=after))
     searches = tuple(c.search for c in cells if c.search)
     every_cell = {c.name: c.genotype for c in cells}
     for cfg, search in zip(search_cfgs, searches):  # each supernet scores every cell: after every search
         jobs.append(Job(f"{search}/supernet", "supernet", {"cfg": cfg, "run_dir": out / search, "cells": every_cell},
                         after=searches))
-    return Plan(search_cfgs, retrain_cfgs, cells, jobs, val_split)
+    return Plan(search_cfgs, retrain_cfgs, cells, jobs, val_split, None if benchmark is None else str(benchmark))
 
 
 def _describe(job: Job, record: dict) -> str:
@@ -355,16 +403,17 @@ def _describe(job: Job, record: dict) -> str:
     return f"{val}test {record['test_acc']:.2f}%"
 
 
-def run_experiment(search_config: str, final_config: str, seeds: int, random: int, out: Path,
+def run_experiment(search_config: str, final_config: str | None, seeds: int, random: int, out: Path,
                    overrides: list[str] = (), random_dir: Path | None = None,
                    say: Callable[[str], None] = _say, retrain_seeds: int = 3, random_nonone: int | None = None,
                    val_split: float | None = None, workers: int = 1, threads: int = 1,
-                   command: str = "") -> dict:
+                   command: str = "", benchmark: str | Path | None = None) -> dict:
     """Runs every job not yet finished and returns the results (also written to ``out``).
 
     Args:
         search_config: YAML of the search; ``overrides`` apply to it, ``seed`` is set per run.
-        final_config: YAML of the retraining budget, the same for every architecture.
+        final_config: YAML of the retraining budget, the same for every architecture (None with
+            ``benchmark``).
         seeds: Searches with seeds ``0..seeds-1``.
         random: Random cells (any op) to retrain.
         out: The experiment dir.
@@ -379,9 +428,11 @@ def run_experiment(search_config: str, final_config: str, seeds: int, random: in
         workers: Jobs run at once, each in its own process.
         threads: Torch threads of each worker process.
         command: The command line, for the tables.
+        benchmark: A NATS-Bench topology file (nb201 only): every cell is scored by lookup
+            instead of retraining.
     """
     plan = plan_experiment(search_config, final_config, seeds, random, out, overrides, random_dir,
-                           retrain_seeds, random_nonone, val_split)
+                           retrain_seeds, random_nonone, val_split, benchmark)
     total, done, started = len(plan.jobs), 0, time.perf_counter()
 
     def report(job: Job, record: dict, skipped: bool, seconds: float) -> None:
@@ -394,13 +445,24 @@ def run_experiment(search_config: str, final_config: str, seeds: int, random: in
     records = run_jobs(plan.jobs, execute_job, workers=workers, threads=threads, on_done=report)
     results = gather(plan, records)
     results.update({
-        "command": command, "search_config": str(search_config), "final_config": str(final_config),
+        "command": command, "search_config": str(search_config),
+        "final_config": None if final_config is None else str(final_config),
+        "benchmark": plan.benchmark, "metric": scores_metric(plan.benchmark),
         "overrides": list(overrides), "seeds": seeds, "random": random,
-        "random_nonone": sum(c.group == "nonone" for c in plan.cells), "retrain_seeds": retrain_seeds,
+        "random_nonone": sum(c.group == "nonone" for c in plan.cells), "retrain_seeds": len(plan.retrain_cfgs),
         "val_split": plan.val_split, "random_dir": str(random_dir or out),
         "wall_time_this_invocation": time.perf_counter() - started})
     write_results(results, out)
     return results
+
+
+def scores_metric(benchmark: str | None) -> str:
+    """What a cell's test score is: its accuracy after retraining, or the NB201 benchmark's."""
+    if benchmark is None:
+        return RETRAINED_METRIC
+    from search_spaces.nb201_benchmark import METRIC_NAME
+
+    return f"{METRIC_NAME} (%)"
 
 
 def run_one_job(plan: Plan, job_id: str, say: Callable[[str], None] = _say) -> dict:
@@ -438,10 +500,9 @@ def _cell_entry(cell: Cell, runs: list[dict]) -> dict:
 
 def gather(plan: Plan, records: dict[str, dict]) -> dict:
     """The results from every job's record: cells, groups, percentiles, retraining noise, Kendall's tau."""
-    R = len(plan.retrain_cfgs)
     cells = []
     for cell in plan.cells:
-        entry = _cell_entry(cell, [records[f"{cell.name}/{RETRAIN}-seed{r}"] for r in range(R)])
+        entry = _cell_entry(cell, [records[i] for i in plan.score_ids(cell)])
         if cell.search:
             search = records[cell.search]
             entry.update(seed=search["seed"], search_val_acc=search.get("val_acc"), search_time=search["search_time"])
@@ -487,30 +548,44 @@ def _num(value: float | None, digits: int = 2) -> str:
 def format_markdown(results: dict) -> str:
     """The results as markdown: groups, percentiles, retraining noise, Kendall's tau, then every cell."""
     R, summary = results["retrain_seeds"], results["summary"]
-    lines = [f"`{results['command']}`", "", f"Searched with `{results['search_config']}`" +
-             (f" + `{' '.join(results['overrides'])}`" if results["overrides"] else "") +
-             f" (seeds 0..{results['seeds'] - 1}); every cell retrained with `{results['final_config']}`, "
-             f"seeds 0..{R - 1}; {results['random']} random cells, {results['random_nonone']} none-free random cells.",
-             "", f"**val** = accuracy on the {results['val_split'] * 100:g}% of the training set each retraining "
-             "holds out (fixed seed; what decisions read). **test** = the test set (reported only). "
-             f"A cell's accuracy is the mean of its {R} retrainings.", ""]
+    searched = (f"Searched with `{results['search_config']}`" +
+                (f" + `{' '.join(results['overrides'])}`" if results["overrides"] else "") +
+                f" (seeds 0..{results['seeds'] - 1}); ")
+    cells = f"{results['random']} random cells, {results['random_nonone']} none-free random cells."
+    if results.get("benchmark"):
+        lines = [f"`{results['command']}`", "", searched + f"every cell scored by lookup in `{results['benchmark']}`, "
+                 f"nothing retrained; {cells}", "", "**val** = the NB201 benchmark's CIFAR-10-valid accuracy "
+                 "(trained on half the training set; what decisions read). **test** = its CIFAR-10 test accuracy "
+                 "(reported only). Both after the benchmark's 200-epoch protocol, averaged over its seeds.", ""]
+        titles = (("val", "NB201 benchmark CIFAR-10-valid accuracy (hp=200) (%)"), ("test", results["metric"]))
+    else:
+        lines = [f"`{results['command']}`", "", searched + f"every cell retrained with `{results['final_config']}`, "
+                 f"seeds 0..{R - 1}; {cells}",
+                 "", f"**val** = accuracy on the {results['val_split'] * 100:g}% of the training set each retraining "
+                 "holds out (fixed seed; what decisions read). **test** = the test set (reported only). "
+                 f"A cell's accuracy is the mean of its {R} retrainings.", ""]
+        titles = (("val", "Val accuracy (%) of the cell means"), ("test", "Test accuracy (%) of the cell means"))
     noise = results["retraining_noise_se"]
-    for split, title in (("val", "Val"), ("test", "Test")):
-        lines += [f"{title} accuracy (%) of the cell means:", "",
+    for split, title in titles:
+        lines += [f"{title}:", "",
                   "| group | cells | mean | std across cells | min | median | max |", "|---|---|---|---|---|---|---|"]
         for g, s in summary.items():
             s = s[split]
             lines.append(f"| {GROUP_TITLES[g]} | {s['n']} | {s['mean']:.2f} | {s['std']:.2f} | {s['min']:.2f} | "
                          f"{s['median']:.2f} | {s['max']:.2f} |")
-        lines += ["", f"Retraining noise: standard error of one cell's mean of {R} ({split}), pooled over the "
-                      f"cells: {_num(noise[split])}.", ""]
+        if R:
+            lines += ["", f"Retraining noise: standard error of one cell's mean of {R} ({split}), pooled over the "
+                          f"cells: {_num(noise[split])}.", ""]
+        else:
+            lines.append("")
     for g, p in results["percentiles"].items():
         lines.append(f"Percentile of the searched cells among the {GROUP_TITLES[g]} cells (cell means; ties count "
                      f"half): val mean {p['val']['mean']:.1f} (min {p['val']['min']:.1f}, max {p['val']['max']:.1f}); "
                      f"test mean {p['test']['mean']:.1f} (min {p['test']['min']:.1f}, max {p['test']['max']:.1f}).")
     tau = results["kendall_tau"]
     lines += ["", "Kendall's tau-b between each search's supernet accuracy of every cell (shared weights, the "
-                  "search's val split) and the cells' retrained val means: " +
+                  "search's val split) and the cells' " + ("benchmark val accuracies: " if results.get("benchmark")
+                                                       else "retrained val means: ") +
               ", ".join(f"{t['search']} {_num(t['tau_b'], 3)}" for t in tau["per_search"]) +
               f"; mean {_num(tau['mean'], 3)} ({tau['per_search'][0]['cells']} cells).", "",
               "| cell | group | val mean ± se | test mean ± se | pct among random (val / test) | "
@@ -543,7 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nas.experiment",
                                 description="Searched cells against random cells under one retraining budget.")
     p.add_argument("--search-config", required=True, help="YAML config of the search (e.g. configs/quickstart.yaml)")
-    p.add_argument("--final-config", required=True, help="YAML config of the retraining budget")
+    p.add_argument("--final-config", help="YAML config of the retraining budget (required unless --benchmark)")
+    p.add_argument("--benchmark", metavar="PATH", help="score every cell by lookup in the NATS-Bench topology "
+                                                       "benchmark (nb201 only: NATS-tss-v1_0-3ffb9-simple) "
+                                                       "instead of retraining it")
     p.add_argument("--seeds", type=int, default=2, help="searches, with seeds 0..S-1 (default 2)")
     p.add_argument("--random", type=int, default=8, help="random cells (any op) retrained (default 8)")
     p.add_argument("--random-nonone", type=int, default=None,
@@ -572,9 +650,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _argv(args: argparse.Namespace) -> list[str]:
     """The options that define the experiment (what every job command repeats)."""
-    argv = ["--search-config", args.search_config, "--final-config", args.final_config, "--seeds", str(args.seeds),
+    argv = ["--search-config", args.search_config, "--seeds", str(args.seeds),
             "--random", str(args.random), "--retrain-seeds", str(args.retrain_seeds), "--out", args.out]
-    for flag, value in (("--random-nonone", args.random_nonone), ("--val-split", args.val_split),
+    for flag, value in (("--final-config", args.final_config), ("--benchmark", args.benchmark),
+                        ("--random-nonone", args.random_nonone), ("--val-split", args.val_split),
                         ("--random-dir", args.random_dir), ("--threads", args.threads)):
         if value is not None:
             argv += [flag, str(value)]
@@ -601,7 +680,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.print_jobs or args.only_job:
             plan = plan_experiment(args.search_config, args.final_config, args.seeds, args.random, out,
-                                   args.overrides, random_dir, args.retrain_seeds, args.random_nonone, args.val_split)
+                                   args.overrides, random_dir, args.retrain_seeds, args.random_nonone, args.val_split,
+                                   args.benchmark)
             if args.only_job:
                 run_one_job(plan, args.only_job)
                 return 0
@@ -619,7 +699,7 @@ def run(args: argparse.Namespace) -> int:
         results = run_experiment(args.search_config, args.final_config, args.seeds, args.random, out,
                                  args.overrides, random_dir, retrain_seeds=args.retrain_seeds,
                                  random_nonone=args.random_nonone, val_split=args.val_split, workers=args.workers,
-                                 threads=threads, command=command)
+                                 threads=threads, command=command, benchmark=args.benchmark)
     except RunInterrupted as e:
         print(f"{e}; rerun the same command to continue", file=sys.stderr)
         return 128 + e.signum
