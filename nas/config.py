@@ -21,11 +21,9 @@ from .utils.errors import UserError
 from .sampling.gumbel import TAU_SCHEDULES
 from .sampling.estimators import ESTIMATORS, STRAIGHT_THROUGH
 from .layers.gates import GATE_RULES
-from .utils.limits import (MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_SEED, MAX_SYNTHETIC,
-                           MAX_SYNTHETIC_BYTES)
+from .utils.limits import (MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_GUMBEL_RAO_SAMPLES, MAX_IMAGE_SIZE, MAX_SEED,
+                           MAX_SYNTHETIC, MAX_SYNTHETIC_BYTES)
 from .utils.yamlio import YAMLRefused, brief, flatten, load_yaml, read_user_yaml
-
-MAX_GUMBEL_RAO_SAMPLES = 1000  # K noise vectors per sample: the extra work is K x the logits' size
 
 DATASETS = ("digits", "digits_clutter", "cifar10", "cifar100", "imagefolder", "synthetic")
 
