@@ -131,8 +131,11 @@ def test_conditional_gumbel_stays_finite_beside_masked_logits():
     assert ((theta + cond).argmax(-1) == index).all()
 
 
-@pytest.mark.parametrize("loss", ["linear", "quadratic"])
-@pytest.mark.parametrize("tau", [0.5, 1.0])
+# (loss, tau) -> bound on GR(K=10) / ST variance; measured 0.28, 0.37, 0.52, 0.77 (docs/estimators.md).
+VARIANCE_RATIO_BOUNDS = {("linear", 0.5): 0.5, ("linear", 1.0): 0.5, ("quadratic", 0.5): 0.7, ("quadratic", 1.0): 0.9}
+
+
+@pytest.mark.parametrize("loss, tau", sorted(VARIANCE_RATIO_BOUNDS))
 def test_gumbel_rao_keeps_the_straight_through_mean_and_lowers_its_variance(loss, tau):
     f = LOSSES[loss]
     reference = straight_through_reference(loss, tau, 4 * DRAWS, seed=11)
@@ -140,9 +143,8 @@ def test_gumbel_rao_keeps_the_straight_through_mean_and_lowers_its_variance(loss
     gr = draws(GUMBEL_RAO, f, tau, samples=10, seed=2)
     assert_means_agree(st, reference)
     assert_means_agree(gr, reference)
-    # Rao-Blackwellisation: the variance (trace of the covariance) drops; at these taus by 1.6x-3.6x
-    # (docs/estimators.md), asserted with margin.
-    assert gr.var(0).sum() < 0.8 * st.var(0).sum()
+    # Rao-Blackwellisation: the variance (trace of the covariance) drops.
+    assert gr.var(0).sum() < VARIANCE_RATIO_BOUNDS[loss, tau] * st.var(0).sum()
     # ... and more samples lower it further.
     assert draws(GUMBEL_RAO, f, tau, samples=40, seed=3).var(0).sum() < gr.var(0).sum()
 
@@ -163,7 +165,7 @@ def test_reinmax_is_closer_to_the_exact_gradient_than_straight_through_at_modera
     exact = exact_gradient(f)
     bias = {name: (draws(name, f, tau, seed=6).mean(0) - exact).norm() / exact.norm()
             for name in (STRAIGHT_THROUGH, REINMAX)}
-    # Measured (docs/estimators.md): ST 0.23 / 0.29, ReinMax 0.001 / 0.004 of |exact|.
+    # Measured (docs/estimators.md): ST 0.23 / 0.28, ReinMax 0.004 / 0.009 of |exact|.
     assert bias[REINMAX] < 0.1 < 0.2 < bias[STRAIGHT_THROUGH], bias
 
 
