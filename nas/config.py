@@ -19,9 +19,10 @@ from .sampling.architecture import MODES
 from .cost.objective import CostConfig
 from .utils.errors import UserError
 from .sampling.gumbel import TAU_SCHEDULES
+from .sampling.estimators import ESTIMATORS, STRAIGHT_THROUGH
 from .layers.gates import GATE_RULES
-from .utils.limits import (MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_SEED, MAX_SYNTHETIC,
-                           MAX_SYNTHETIC_BYTES)
+from .utils.limits import (MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_GUMBEL_RAO_SAMPLES, MAX_IMAGE_SIZE, MAX_SEED,
+                           MAX_SYNTHETIC, MAX_SYNTHETIC_BYTES)
 from .utils.yamlio import YAMLRefused, brief, flatten, load_yaml, read_user_yaml
 
 DATASETS = ("digits", "digits_clutter", "cifar10", "cifar100", "imagefolder", "synthetic")
@@ -90,6 +91,8 @@ class SearchConfig:
     tau_schedule: str = "linear"  # linear | exponential | cosine | constant
     tau_max: float = 10.0
     tau_min: float = 0.1
+    estimator: str = "straight_through"  # logit gradient of a gdas sample: straight_through | gumbel_rao | reinmax
+    gumbel_rao_samples: int = 10  # gumbel_rao: conditional Gumbel draws K averaged per sample (1: straight-through)
     eval_every: int = 1           # evaluate the derived genotype on val every K epochs (0: only at the end)
     checkpoint_every: int = 0     # also checkpoint every K steps inside an epoch (0: at epoch ends only)
     on_nonfinite: str = "stop"    # stop | skip: what a non-finite loss or gradient does
@@ -263,6 +266,12 @@ def _check(cfg: Config) -> None:
     need(s.tau_max > 0, "search.tau_max", f"must be > 0, got {s.tau_max}")
     need(s.tau_min > 0, "search.tau_min", f"must be > 0, got {s.tau_min}")
     need(s.tau_min <= s.tau_max, "search.tau_min", f"must be <= search.tau_max ({s.tau_max}), got {s.tau_min}")
+    need(s.estimator in ESTIMATORS, "search.estimator",
+         f"must be one of {', '.join(ESTIMATORS.names())}, got {brief(s.estimator)}")
+    need(s.estimator == STRAIGHT_THROUGH or m.mode == "gdas", "search.estimator",
+         f"{s.estimator} estimates the gradient of a hard sample, which only model.mode=gdas draws (got "
+         f"{brief(m.mode)}); set search.estimator={STRAIGHT_THROUGH} or model.mode=gdas")
+    in_range(s.gumbel_rao_samples, 1, MAX_GUMBEL_RAO_SAMPLES, "search.gumbel_rao_samples")
     need(s.checkpoint_every >= 0, "search.checkpoint_every", f"must be >= 0, got {s.checkpoint_every}")
     need(s.on_nonfinite in ("stop", "skip"), "search.on_nonfinite", f"must be stop or skip, got {brief(s.on_nonfinite)}")
     need(s.eval_every >= 0, "search.eval_every", f"must be >= 0, got {s.eval_every}")

@@ -143,7 +143,8 @@ def _count_host_syncs(monkeypatch, fn) -> int:
     return count["n"]
 
 
-@pytest.mark.parametrize("extra", [[], ["model.space=darts"], ["search.aux_skip=true"]])
+@pytest.mark.parametrize("extra", [[], ["model.space=darts"], ["search.aux_skip=true"],
+                                   ["search.estimator=gumbel_rao"]])
 def test_one_host_synchronisation_per_search_iteration(monkeypatch, extra):
     # Epochs of 2 and of 6 iterations: the difference is what the iterations themselves cost.
     syncs = {}

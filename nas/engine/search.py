@@ -103,6 +103,10 @@ class Searcher(EpochLoop):
         self._bn_stats = [b for n, b in supernet.named_buffers()
                           if n.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")]
         supernet.architecture.seed(seed)
+        # The logit gradient of each gdas sample (nas.sampling.estimators); every sample draws it, the weight
+        # step's too (its extra gumbel_rao draws cost a few hundred random numbers), so the draws do not
+        # depend on which sample trains the logits.
+        self._estimator = {"estimator": self.s.estimator, "estimator_samples": self.s.gumbel_rao_samples}
         self._settle_exclude: set[str] | None = None  # ops the top op is never taken from (found at the first epoch)
         self.benchmark = None  # NAS-Bench-201 lookup of each epoch's derived cell (search.nb201_benchmark)
         if self.s.nb201_benchmark:
@@ -186,10 +190,14 @@ class Searcher(EpochLoop):
             opt.step()
         return torch.zeros((), dtype=torch.long, device=ok.device)
 
+    def sample(self) -> ArchSample:
+        """One sample at the current tau, its logit gradient by the configured estimator (``search.estimator``)."""
+        return self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau, **self._estimator)
+
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
         """One SGD step on the weights; returns (loss, correct, finite flag, skipped) as tensors."""
         self._train_weights(True)
-        sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
+        sample = sample or self.sample()
         loss, correct = self._forward(x, y, sample.detach(), amp=self.amp)  # the logits learn nothing here
         self.weight_opt.zero_grad(set_to_none=True)
         ok = self._backward(loss, weights=True, arch=False)
@@ -198,7 +206,7 @@ class Searcher(EpochLoop):
     def arch_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
         """One Adam step on the logits in float32 (even with amp); the weights get no gradient (backward skips them)."""
         self._train_weights(False)
-        sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
+        sample = sample or self.sample()
         loss, correct = self._forward(x, y, sample)
         if self.cost is not None:  # FLOPs / params / latency term, differentiable through the sample
             loss = self.cost.loss(loss, sample)
@@ -209,7 +217,7 @@ class Searcher(EpochLoop):
     def joint_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
         """Single level (SNAS): one sample, one backward, both optimizers step (float32: it trains the logits)."""
         self._train_weights(True)
-        sample = sample or self.supernet.architecture.sample(self.supernet.mode, self.supernet.tau)
+        sample = sample or self.sample()
         loss, correct = self._forward(x, y, sample)
         if self.cost is not None:
             loss = self.cost.loss(loss, sample)
@@ -281,7 +289,7 @@ class Searcher(EpochLoop):
         for step, (x, y) in enumerate(bar, start=start):
             saved_stats = [b.clone() for b in self._bn_stats] if s.on_nonfinite == "skip" else None
             samples, carried = arch.sample_many(self.supernet.mode, tau, 2 if bilevel else 1, carry=pending,
-                                                sdarts_epsilon=sdarts_epsilon)
+                                                sdarts_epsilon=sdarts_epsilon, **self._estimator)
             if carried[0]:
                 raise self.diverged(epoch, step - 1, flags=carried[0])
             if search_arch and not s.bilevel:

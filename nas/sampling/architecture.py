@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .estimators import STRAIGHT_THROUGH, estimate
 from .gumbel import gumbel_softmax_sample
 from .sdarts import perturb
 
@@ -132,17 +133,21 @@ class Architecture(nn.Module):
             raise RuntimeError("the sampler's generator is on another device: call seed() after .to()")
         return self.generator
 
-    def sample(self, mode: str, tau: float) -> ArchSample:
+    def sample(self, mode: str, tau: float, estimator: str = STRAIGHT_THROUGH, estimator_samples: int = 1
+               ) -> ArchSample:
         """Draws one sample for all groups.
 
         Args:
-            mode: ``gdas`` (hard straight-through), ``snas`` (relaxed) or ``darts`` (softmax).
+            mode: ``gdas`` (hard, one-hot), ``snas`` (relaxed) or ``darts`` (softmax).
             tau: Gumbel-softmax temperature (unused by ``darts``).
+            estimator: How a ``gdas`` sample's gradient reaches the logits (``nas.sampling.estimators``:
+                ``straight_through``, ``gumbel_rao``, ``reinmax``); the soft modes ignore it.
+            estimator_samples: ``gumbel_rao``'s number of conditional Gumbel draws K.
         """
-        return self.sample_many(mode, tau, 1)[0][0]
+        return self.sample_many(mode, tau, 1, estimator=estimator, estimator_samples=estimator_samples)[0][0]
 
     def sample_many(self, mode: str, tau: float, count: int, carry: torch.Tensor | None = None,
-                    sdarts_epsilon: float = 0.0):
+                    sdarts_epsilon: float = 0.0, estimator: str = STRAIGHT_THROUGH, estimator_samples: int = 1):
         """Draws ``count`` independent samples with a single device-to-host transfer.
 
         The search loop draws the weight step's and the arch step's samples
@@ -155,6 +160,10 @@ class Architecture(nn.Module):
         (``nas.sampling.sdarts``; the noise comes from the sampler's generator). ``darts``
         mixes with these weights; ``gdas`` and ``snas`` (our adaptation) sample from
         them, i.e. from the logits ``log(perturbed weights)``.
+
+        ``estimator`` and ``estimator_samples`` (``gdas`` only) choose the logit gradient of each
+        sample (``nas.sampling.estimators``); every estimator draws the same one-hot samples from the
+        generator, ``gumbel_rao`` then draws its K - 1 conditional noise vectors after each one.
 
         Returns:
             ``(samples, carried)``: a list of ``ArchSample`` and ``carry`` as a
@@ -184,8 +193,10 @@ class Architecture(nn.Module):
         for k in range(count):
             coefficients, index = {}, {}
             for group, logits in logits_of(k).items():
-                soft, hard, idx = gumbel_softmax_sample(logits, tau=tau, generator=generator)
-                coefficients[group] = hard if mode == "gdas" else soft
+                if mode == "gdas":
+                    coefficients[group], idx = estimate(estimator, logits, tau, generator, estimator_samples)
+                else:
+                    coefficients[group], _, idx = gumbel_softmax_sample(logits, tau=tau, generator=generator)
                 index[group] = idx
             drawn.append(coefficients)
             indices.append(index)

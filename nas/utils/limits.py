@@ -9,3 +9,4 @@ MAX_SYNTHETIC = 1_000_000       # data.synthetic_size
 MAX_SYNTHETIC_BYTES = 8 << 30   # the synthetic train + test images, uint8
 MAX_CHANNELS = 1024             # model.C (the last stage has 4x as many)
 MAX_CELLS = 64                  # model.N
+MAX_GUMBEL_RAO_SAMPLES = 1000   # search.gumbel_rao_samples: K noise vectors of the logits' size per sample
