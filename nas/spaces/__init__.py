@@ -6,5 +6,6 @@ from .registry import Registry, SEARCH_SPACES
 from .space import SearchSpace, get_space, register_space
 from .genotype import GENOTYPE, load_genotype, save_genotype
 from .derive import derive_with_caps
+from .module_space import ModuleSpace
 
-__all__ = ["Registry", "SEARCH_SPACES", "SearchSpace", "get_space", "register_space", "GENOTYPE", "load_genotype", "save_genotype", "derive_with_caps"]
+__all__ = ["Registry", "SEARCH_SPACES", "SearchSpace", "get_space", "register_space", "GENOTYPE", "load_genotype", "save_genotype", "derive_with_caps", "ModuleSpace"]

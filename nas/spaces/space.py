@@ -69,5 +69,10 @@ def register_space(space: SearchSpace) -> SearchSpace:
 
 
 def get_space(name: str) -> SearchSpace:
-    """The registered space called ``name``; ``UserError`` naming the choices if unknown."""
+    """The registered space called ``name``, or the user's space ``module:attribute`` names
+    (``nas.spaces.loader``); ``UserError`` naming the choices if unknown."""
+    from .loader import is_module_spec, load_space  # the loader builds on this module
+
+    if is_module_spec(name) and name not in SEARCH_SPACES:
+        return load_space(name)
     return SEARCH_SPACES.get(name)
