@@ -7,19 +7,29 @@ import torch
 import torch.nn as nn
 
 from .registry import SEARCH_SPACES
+from ..layers.op_traits import OpTraits, check_declared
 from ..layers.supernet import Supernet
 
 
 class SearchSpace:
     """A search space: its ops, supernet, discrete network and genotype format.
 
-    Subclasses set ``name`` and ``op_names`` and implement the methods below;
-    an instance is registered with ``register_space``.
+    Subclasses set ``name`` and ``op_names``, declare the traits of every op
+    (``op_traits``) and implement the methods below; an instance is registered
+    with ``register_space``, which checks the declarations.
     """
 
     name: str = ""
     op_names: tuple[str, ...] = ()
     derivation_rules: tuple[str, ...] = ("argmax",)  # the first is the default
+
+    def op_traits(self) -> dict[str, OpTraits]:
+        """op name -> its declared ``OpTraits`` (zero, parameter-free, skip), for every name in ``op_names``.
+
+        Derivation caps and exclusions, cost tables, soft mixtures and plots read these,
+        never the op names.
+        """
+        raise NotImplementedError
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, **kwargs: Any) -> Supernet:
         """Builds the search supernet whose forward returns class logits."""
@@ -64,7 +74,12 @@ class SearchSpace:
 
 
 def register_space(space: SearchSpace) -> SearchSpace:
-    """Registers a space instance under ``space.name`` (duplicates are refused)."""
+    """Registers a space instance under ``space.name`` (duplicates are refused).
+
+    Raises:
+        ValueError: if the space does not declare the traits of exactly its ops.
+    """
+    check_declared(f"search space {space.name!r}", space.op_names, space.op_traits())
     return SEARCH_SPACES.register(space.name, space)
 
 
