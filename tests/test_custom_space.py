@@ -67,6 +67,17 @@ def test_the_space_reads_labels_candidates_and_masks_what_a_choice_lacks():
     assert allowed.tolist() == [[True, True, True, False], [False, True, False, True]]
     assert set(supernet.architecture.state_dict()) >= {"logits.choices"}
     assert any(k.startswith("architecture.logits") for k in supernet.state_dict())
+    traits = space.op_traits()
+    assert traits["skip"].skip and traits["skip"].parameter_free and not traits["c3"].parameter_free
+    assert [t.zero for t in supernet.net.b.choice.traits] == [True, False, True, False]  # placeholders: zero
+
+
+def test_candidates_of_one_name_with_different_traits_are_refused_in_one_line():
+    def factory():
+        net = nn.Sequential(LayerChoice({"op": nn.Conv2d(2, 2, 1)}), LayerChoice({"op": nn.ReLU()}))
+        return net
+    with pytest.raises(UserError, match=r"candidates named 'op' have different traits .* at '1'; name different"):
+        ModuleSpace(factory).op_names
 
 
 def test_a_hard_sample_runs_only_the_sampled_candidate_and_trains_its_logit():

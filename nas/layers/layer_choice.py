@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from .choice import ChoiceLayer
 from .gates import SAMPLED_OP
+from .op_traits import LEARNED, PARAMETER_FREE, SKIP, ZERO, OpTraits, op_traits_of
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-+]+")  # no '=', ',' or spaces: they separate a genotype string's parts
 
@@ -24,9 +25,11 @@ _NAME = re.compile(r"[A-Za-z0-9_.\-+]+")  # no '=', ',' or spaces: they separate
 class Unavailable(nn.Module):
     """The column of an op a LayerChoice does not offer (its logit is masked, so it is never sampled).
 
-    It returns zeros of the input's shape, so a cost probe finds it free; the soft modes
-    never run it (``LayerChoice.bind`` leaves it out of the mixture).
+    Declared a zero op, so the soft mixtures leave it out; it returns zeros of the input's
+    shape, so a cost probe finds it free.
     """
+
+    op_traits = ZERO
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(x.shape)
@@ -40,12 +43,17 @@ class LayerChoice(nn.Module):
             must map the layer's input to an output of the same shape.
         label: The choice's name in genotypes and logs (default: its module path). LayerChoices
             with the same label share one decision (their candidate names must match).
+        traits: candidate name -> its ``OpTraits`` (``nas.layers.op_traits``: zero, parameter-free,
+            skip), for the derivation caps and costs. Default: a module's own ``op_traits``
+            attribute, else ``SKIP`` for ``nn.Identity``, ``PARAMETER_FREE`` for a module
+            without parameters, ``LEARNED`` otherwise.
 
     Outside a ``ModuleSpace`` supernet a LayerChoice cannot run: derive a network first
     (``ModuleSpace.derive_module`` or ``build_network``), which replaces it by the chosen candidate.
     """
 
-    def __init__(self, candidates: dict[str, nn.Module] | list[nn.Module] | tuple, label: str | None = None):
+    def __init__(self, candidates: dict[str, nn.Module] | list[nn.Module] | tuple, label: str | None = None,
+                 traits: dict[str, OpTraits] | None = None):
         super().__init__()
         if isinstance(candidates, (list, tuple)):
             candidates = {str(i): m for i, m in enumerate(candidates)}
@@ -58,11 +66,16 @@ class LayerChoice(nn.Module):
                 raise ValueError(f"LayerChoice candidate {name!r} is a {type(module).__name__}, not an nn.Module")
         if label is not None and not _NAME.fullmatch(label):
             raise ValueError(f"LayerChoice label {label!r} must be letters, digits and _ . - + only")
+        unknown = sorted(set(traits or {}) - set(candidates))
+        if unknown:
+            raise ValueError(f"LayerChoice traits name {unknown}, which are not among its candidates {list(candidates)}")
         self.label = label
         self.candidate_names = list(candidates)
+        self.traits = {name: (traits or {}).get(name) or op_traits_of(m, _evident_traits(m))
+                       for name, m in candidates.items()}
         # The candidates live in the choice layer (state_dict keys ``choice.ops.<column>``); ``bind`` widens it
         # to the space's op columns.
-        self.choice = ChoiceLayer(dict(candidates), gdas_gate=SAMPLED_OP)
+        self.choice = ChoiceLayer(dict(candidates), gdas_gate=SAMPLED_OP, traits=self.traits)
         self.current: tuple[torch.Tensor, object] | None = None  # set by the supernet for one forward pass
 
     def candidate(self, name: str) -> nn.Module:
@@ -78,8 +91,8 @@ class LayerChoice(nn.Module):
         masked by the space, and the soft mixtures leave it out.
         """
         ops = {name: (self.candidate(name) if name in self.candidate_names else Unavailable()) for name in op_names}
-        self.choice = ChoiceLayer(ops, gdas_gate=gdas_gate)
-        self.choice._nonzero = [i for i in self.choice._nonzero if not isinstance(self.choice.ops[i], Unavailable)]
+        traits = {name: self.traits.get(name, ZERO) for name in op_names}
+        self.choice = ChoiceLayer(ops, gdas_gate=gdas_gate, traits=traits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Runs the candidate(s) of the current sample row: ``[B, ...]`` -> the candidates' output shape."""
@@ -88,6 +101,13 @@ class LayerChoice(nn.Module):
                                "with ModuleSpace.derive_module or build_network to run the chosen candidate")
         coefficients, index = self.current
         return self.choice(x, coefficients, index)
+
+
+def _evident_traits(module: nn.Module) -> OpTraits:
+    # What the module's type and parameters show (a module states anything else in its op_traits).
+    if type(module) is nn.Identity:
+        return SKIP
+    return LEARNED if any(True for _ in module.parameters()) else PARAMETER_FREE
 
 
 def find_layer_choices(module: nn.Module) -> list[tuple[str, str, LayerChoice]]:

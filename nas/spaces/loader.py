@@ -21,7 +21,7 @@ import torch.nn as nn
 from ..utils.errors import UserError
 from .module_space import ModuleSpace
 from .registry import SEARCH_SPACES
-from .space import SearchSpace
+from .space import SearchSpace, register_space
 
 FORM = "'package.module:Attribute'"
 
@@ -62,7 +62,10 @@ def load_space(spec: str) -> SearchSpace:
                             f"it has {', '.join(public) or 'no public names'}")
         obj = getattr(obj, part)
     space = _as_space(obj, spec)
-    return SEARCH_SPACES.register(spec, space)
+    try:
+        return register_space(space)
+    except ValueError as e:  # its op traits are not declared for exactly its ops
+        raise UserError(f"space {spec!r}: {e}") from None
 
 
 def _as_space(obj: object, spec: str) -> SearchSpace:

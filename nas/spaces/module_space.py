@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from ..layers.gates import GATE_RULES, SAMPLED_OP
 from ..layers.layer_choice import LayerChoice, find_layer_choices
+from ..layers.op_traits import OpTraits
 from ..layers.supernet import Supernet
 from ..sampling.architecture import Architecture, ArchSample
 from ..utils.errors import UserError
@@ -54,6 +55,7 @@ class Structure:
     labels: tuple[str, ...]
     op_names: tuple[str, ...]
     candidates: tuple[tuple[str, ...], ...]  # per label, its candidate names
+    traits: tuple[tuple[str, OpTraits], ...]  # per op column, its traits
 
     def allowed(self) -> torch.Tensor:
         """bool ``[num_labels, num_ops]``: True where a label offers the op."""
@@ -82,14 +84,18 @@ def structure_of(module: nn.Module, who: str) -> tuple[Structure, list[tuple[str
     if not found:
         raise UserError(f"{who} builds no LayerChoice; mark the layers to search with nas.LayerChoice({{...}})")
     labels: dict[str, tuple[str, ...]] = {}
-    op_names: dict[str, None] = {}
+    traits: dict[str, OpTraits] = {}  # op column -> its traits, in first-seen order
     for path, label, layer in found:
         names = tuple(layer.candidate_names)
         if labels.setdefault(label, names) != names:
             raise UserError(f"{who}: LayerChoices labelled {label!r} offer different candidates "
                             f"({', '.join(labels[label])} vs {', '.join(names)}); a shared label needs the same ones")
-        op_names.update(dict.fromkeys(names))
-    return Structure(tuple(labels), tuple(op_names), tuple(labels.values())), found
+        for name in names:
+            if traits.setdefault(name, layer.traits[name]) != layer.traits[name]:
+                raise UserError(f"{who}: candidates named {name!r} have different traits ({traits[name]} at one "
+                                f"LayerChoice, {layer.traits[name]} at {path!r}); name different ops differently "
+                                "or pass LayerChoice(traits=...)")
+    return Structure(tuple(labels), tuple(traits), tuple(labels.values()), tuple(traits.items())), found
 
 
 class ModuleSupernet(Supernet):
@@ -179,6 +185,10 @@ class ModuleSpace(SearchSpace):
     @property
     def op_names(self) -> tuple[str, ...]:  # type: ignore[override]
         return self.structure.op_names
+
+    def op_traits(self) -> dict[str, OpTraits]:
+        """Each op column's traits, as its candidates declare them (see ``LayerChoice``)."""
+        return dict(self.structure.traits)
 
     def _build(self, arguments: dict[str, Any]) -> tuple[nn.Module, list]:
         module = _call_factory(self.factory, arguments, self.who)
