@@ -76,7 +76,7 @@ def test_candidates_of_one_name_with_different_traits_are_refused_in_one_line():
     def factory():
         net = nn.Sequential(LayerChoice({"op": nn.Conv2d(2, 2, 1)}), LayerChoice({"op": nn.ReLU()}))
         return net
-    with pytest.raises(UserError, match=r"candidates named 'op' have different traits .* at '1'; name different"):
+    with pytest.raises(UserError, match=r"candidates named 'op' have different traits \(learned at '0', parameter-free at '1'\); name"):
         ModuleSpace(factory).op_names
 
 

@@ -84,18 +84,24 @@ def structure_of(module: nn.Module, who: str) -> tuple[Structure, list[tuple[str
     if not found:
         raise UserError(f"{who} builds no LayerChoice; mark the layers to search with nas.LayerChoice({{...}})")
     labels: dict[str, tuple[str, ...]] = {}
-    traits: dict[str, OpTraits] = {}  # op column -> its traits, in first-seen order
+    traits: dict[str, tuple[OpTraits, str]] = {}  # op column -> its traits and where first seen, in order
     for path, label, layer in found:
         names = tuple(layer.candidate_names)
         if labels.setdefault(label, names) != names:
             raise UserError(f"{who}: LayerChoices labelled {label!r} offer different candidates "
                             f"({', '.join(labels[label])} vs {', '.join(names)}); a shared label needs the same ones")
         for name in names:
-            if traits.setdefault(name, layer.traits[name]) != layer.traits[name]:
-                raise UserError(f"{who}: candidates named {name!r} have different traits ({traits[name]} at one "
-                                f"LayerChoice, {layer.traits[name]} at {path!r}); name different ops differently "
-                                "or pass LayerChoice(traits=...)")
-    return Structure(tuple(labels), tuple(traits), tuple(labels.values()), tuple(traits.items())), found
+            first = traits.setdefault(name, (layer.traits[name], path))
+            if first[0] != layer.traits[name]:
+                raise UserError(f"{who}: candidates named {name!r} have different traits ({_brief(first[0])} at "
+                                f"{first[1]!r}, {_brief(layer.traits[name])} at {path!r}); name different ops "
+                                "differently or pass LayerChoice(traits=...)")
+    return (Structure(tuple(labels), tuple(traits), tuple(labels.values()),
+                      tuple((name, t) for name, (t, _) in traits.items())), found)
+
+
+def _brief(traits: OpTraits) -> str:
+    return "+".join(k.replace("_", "-") for k in ("zero", "parameter_free", "skip") if getattr(traits, k)) or "learned"
 
 
 class ModuleSupernet(Supernet):
