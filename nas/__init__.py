@@ -21,3 +21,11 @@ __all__ = ["MODES", "Architecture", "ArchSample", "ChoiceLayer", "LayerChoice", 
            "sample_gumbel", "tau_at", "SearchSpace", "get_space", "register_space", "Supernet"]
 __version__ = "0.2.0"
 
+
+def __getattr__(name: str):
+    # nas.search / nas.retrain (nas/cli/api.py) load the engine and data layers only when first used.
+    if name in ("search", "retrain"):
+        from .cli import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'nas' has no attribute {name!r}")
+
