@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import search_spaces  # noqa: F401
+import search_spaces  # noqa: F401  (the built-in spaces, as the commands have them)
 from nas import LayerChoice, ModuleSpace, UserError
 from nas.cli.build import build_searcher
 from nas.config import build_config
@@ -272,3 +272,19 @@ def test_the_example_is_searched_retrained_and_reported_from_the_command_line(tm
     assert (run_dir / "genotype.yaml").is_file() and (final_dir / "final.json").is_file()
     assert (run_dir / "report" / "cell_choices.png").is_file()
     assert load_genotype(run_dir / "genotype.yaml")[0].name == "examples.chain_space:ChainSpace"
+
+
+def test_the_experiment_compares_a_users_module_search_with_random_chains(user_dir, capsys):
+    """``python -m nas.experiment`` on a module outside the project, named only in the two configs."""
+    from nas.experiment.experiment import main
+
+    write_user_package(user_dir, "experiment_space")
+    data = "data: {dataset: synthetic, synthetic_size: 32, image_size: 8, batch_size: 16, synthetic_classes: 3}\n"
+    model = "model: {space: 'experiment_space:Chain', C: 4}\n"
+    (user_dir / "search.yaml").write_text(data + model + "search: {epochs: 1, report: false, progress: false}\n")
+    (user_dir / "final.yaml").write_text(data + model + "train: {epochs: 1}\n")
+    assert main(["--search-config", "search.yaml", "--final-config", "final.yaml", "--seeds", "1", "--random", "2",
+                 "--retrain-seeds", "1", "--out", "exp"]) == 0
+    results = (user_dir / "exp" / "results.md").read_text()
+    assert re.search(r"\| search-seed0 \| searched \|.*`body\.0=(conv|pool),body\.1=(conv|pool)`", results)
+    assert len(re.findall(r"\| random-\d \| random \|", results)) == 2

@@ -169,7 +169,7 @@ def write_random_genotypes(space_name: str, count: int, random_dir: Path, none_f
 
     space = get_space(space_name)
     prefix, seed = ("nonone", NONONE_SEED) if none_free else ("random", RANDOM_SEED)
-    if none_free and not random_cells_can_hold_none(space):
+    if none_free and count and not random_cells_can_hold_none(space):  # 0 cells: the default for such spaces
         raise UserError(f"--random-nonone applies to spaces whose random cells may hold 'none' (nb201); "
                         f"the {space.name} space's never do: use --random-nonone 0")
     generator = torch.Generator().manual_seed(seed)
