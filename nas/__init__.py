@@ -23,8 +23,8 @@ __version__ = "0.2.0"
 
 
 def __getattr__(name: str):
-    # nas.search / nas.retrain (nas/cli/api.py) load the engine and data layers only when first used.
-    if name in ("search", "retrain"):
+    # nas.run_search / nas.run_retrain (nas/cli/api.py) load the engine and data layers only when first used.
+    if name in ("run_search", "run_retrain"):
         from .cli import api
         return getattr(api, name)
     raise AttributeError(f"module 'nas' has no attribute {name!r}")

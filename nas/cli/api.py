@@ -1,13 +1,15 @@
-"""The Python entry points of a search and a retraining: ``nas.search`` and ``nas.retrain``.
+"""The Python entry points of a search and a retraining: ``nas.run_search`` and ``nas.run_retrain``.
+
+(``nas.search`` is the 0.1 path of ``nas.engine.search``, kept for one release.)
 
 They do what ``train_search.py`` and ``train_final.py`` do (the same config, run
 directory and files) without the command-line layer's signal handling, report
 or exit statuses: a bad input raises ``UserError``.
 
 >>> import nas
->>> final = nas.search(["model.space=examples.chain_space:ChainSpace", "data.dataset=synthetic"],
+>>> final = nas.run_search(["model.space=examples.chain_space:ChainSpace", "data.dataset=synthetic"],
 ...                    config="configs/quickstart.yaml", out="runs/chain")
->>> record = nas.retrain("runs/chain/genotype.yaml", ["data.dataset=synthetic"], out="runs/chain-final")
+>>> record = nas.run_retrain("runs/chain/genotype.yaml", ["data.dataset=synthetic"], out="runs/chain-final")
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def _out(out: str | Path | None, kind: str) -> Path:
     return path
 
 
-def search(overrides: Sequence[str] = (), config: str | Path | None = None, out: str | Path | None = None,
+def run_search(overrides: Sequence[str] = (), config: str | Path | None = None, out: str | Path | None = None,
            log: Callable[[str], None] = print) -> dict:
     """Runs a search and returns its final record (``genotype``, ``val_acc``, ...).
 
@@ -51,13 +53,13 @@ def search(overrides: Sequence[str] = (), config: str | Path | None = None, out:
     return searcher.run()
 
 
-def retrain(genotype: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None,
+def run_retrain(genotype: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None,
             out: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
     """Trains a genotype file's network from scratch and returns ``final.json``'s record (``test_acc``, ...).
 
     Args:
         genotype: ``genotype.yaml`` of a search.
-        overrides, config, log: As ``search``; ``train.*`` keys set the training.
+        overrides, config, log: As ``run_search``; ``train.*`` keys set the training.
         out: The run directory (None: ``runs/final-<date>-<time>``).
     """
     import search_spaces  # noqa: F401  (registers the built-in spaces)
