@@ -10,12 +10,13 @@ _install_moved_module_paths()  # old flat module paths (nas.gumbel, nas.search, 
 
 from .sampling.architecture import MODES, Architecture, ArchSample
 from .layers.choice import ChoiceLayer
+from .layers.op_traits import OpTraits
 from .utils.errors import UserError
 from .sampling.gumbel import gumbel_softmax, sample_gumbel, tau_at
 from .spaces.space import SearchSpace, get_space, register_space
 from .layers.supernet import Supernet
 
-__all__ = ["MODES", "Architecture", "ArchSample", "ChoiceLayer", "UserError", "gumbel_softmax",
+__all__ = ["MODES", "Architecture", "ArchSample", "ChoiceLayer", "OpTraits", "UserError", "gumbel_softmax",
            "sample_gumbel", "tau_at", "SearchSpace", "get_space", "register_space", "Supernet"]
 __version__ = "0.2.0"
 
