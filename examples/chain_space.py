@@ -1,6 +1,6 @@
 """A 3-layer chain space searched from the command line (docs/custom_spaces.md):
 
-python train_search.py model.space=examples.chain_space:ChainSpace model.derive_exclude=[] data.dataset=synthetic
+python train_search.py model.space=examples.chain_space:ChainSpace data.dataset=synthetic
 """
 import torch.nn as nn
 

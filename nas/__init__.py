@@ -11,14 +11,15 @@ _install_moved_module_paths()  # old flat module paths (nas.gumbel, nas.search, 
 from .sampling.architecture import MODES, Architecture, ArchSample
 from .layers.choice import ChoiceLayer
 from .layers.layer_choice import LayerChoice
+from .layers.op_traits import OpTraits
 from .utils.errors import UserError
 from .sampling.gumbel import gumbel_softmax, sample_gumbel, tau_at
 from .spaces.space import SearchSpace, get_space, register_space
 from .spaces.module_space import ModuleSpace
 from .layers.supernet import Supernet
 
-__all__ = ["MODES", "Architecture", "ArchSample", "ChoiceLayer", "LayerChoice", "ModuleSpace", "UserError", "gumbel_softmax",
-           "sample_gumbel", "tau_at", "SearchSpace", "get_space", "register_space", "Supernet"]
+__all__ = ["MODES", "Architecture", "ArchSample", "ChoiceLayer", "LayerChoice", "ModuleSpace", "OpTraits", "UserError",
+           "gumbel_softmax", "sample_gumbel", "tau_at", "SearchSpace", "get_space", "register_space", "Supernet"]
 __version__ = "0.2.0"
 
 

@@ -252,7 +252,7 @@ def _full_concat(cells: dict[str, list[tuple[str, int]]]) -> Genotype:
     return Genotype(normal=cells["normal"], normal_concat=list(nodes), reduce=cells["reduce"], reduce_concat=list(nodes))
 
 
-_REAL_OPS = [k for k, name in enumerate(OP_NAMES) if name != "none"]
+_REAL_OPS = [k for k, name in enumerate(OP_NAMES) if not OP_TRAITS[name].zero]  # DARTS never derives a zero op
 
 
 def _darts_pairs(W: list[list[float]]) -> list[tuple[str, int]]:
@@ -501,6 +501,9 @@ class DartsSpace(SearchSpace):
     derivation_rules = DERIVATION_RULES
     gdas_gate = GDAS_GATE  # the default GDAS gradient rule (model.gdas_gate="")
 
+    supernet_arguments = frozenset({"C", "N", "edge_normalization", "gdas_gate", "aux_skip", "bn_layout"})
+    network_arguments = frozenset({"C", "N", "auxiliary", "drop_path_prob"})
+
     def op_traits(self) -> dict[str, OpTraits]:
         return dict(OP_TRAITS)
 
@@ -535,7 +538,7 @@ class DartsSpace(SearchSpace):
         graphs = {}
         for kind in GROUPS:
             edges = [(_node_name(j), str(e // 2), op) for e, (op, j) in enumerate(getattr(genotype, kind))
-                     if op != "none"]
+                     if not OP_TRAITS[op].zero]
             edges += [(_node_name(s), "c_{k}", "concat") for s in getattr(genotype, kind + "_concat")]
             graphs[kind] = edges
         return graphs

@@ -106,7 +106,7 @@ class MobileNetGenotype:
         strides = [s for _, s, _ in STAGES] if input_size is None else stage_strides(input_size)[1]
         out = []
         for (c, _, _), stride, ops in zip(STAGES, strides, self.stages):
-            blocks = [IR_OPS[op] for op in ops if op != "skip"]
+            blocks = [IR_OPS[op] for op in ops if not OP_TRAITS[op].skip]
             out.append([f"ir_r1_k{k}_s{stride if i == 0 else 1}_e{e}_c{c}" for i, (k, e) in enumerate(blocks)])
         return out
 
@@ -260,6 +260,9 @@ class MobileNetSpace(SearchSpace):
     name = "mobilenet"
     op_names = OP_NAMES
     gdas_gate = GDAS_GATE  # the default GDAS gradient rule (model.gdas_gate="")
+
+    supernet_arguments = frozenset({"C", "N", "input_size", "head_width", "gdas_gate", "aux_skip"})
+    network_arguments = frozenset({"C", "N", "auxiliary", "drop_path_prob", "input_size", "head_width"})
 
     def op_traits(self) -> dict[str, OpTraits]:
         return dict(OP_TRAITS)

@@ -239,6 +239,9 @@ class NB201Space(SearchSpace):
     op_names = OP_NAMES
     gdas_gate = GDAS_GATE  # the default GDAS gradient rule (model.gdas_gate="")
 
+    supernet_arguments = frozenset({"C", "N", "gdas_gate", "aux_skip", "bn_layout"})
+    network_arguments = frozenset({"C", "N", "auxiliary", "drop_path_prob"})
+
     def op_traits(self) -> dict[str, OpTraits]:
         return dict(OP_TRAITS)
 
@@ -274,7 +277,8 @@ class NB201Space(SearchSpace):
         return {"cell": [f"{i}<-{j}" for i, j in EDGES]}
 
     def cell_graphs(self, genotype: NB201Genotype) -> dict[str, list[tuple[str, str, str]]]:
-        return {"cell": [(str(j), str(i), op) for (i, j), op in zip(EDGES, genotype.edge_ops()) if op != "none"]}
+        return {"cell": [(str(j), str(i), op) for (i, j), op in zip(EDGES, genotype.edge_ops())
+                         if not OP_TRAITS[op].zero]}
 
     def genotype_edges(self, genotype: NB201Genotype) -> list[tuple[str, int, str]]:
         return [("cell", e, op) for e, op in enumerate(genotype.edge_ops())]

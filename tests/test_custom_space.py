@@ -19,7 +19,7 @@ from nas.spaces.genotype import load_genotype
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "custom_spaces.md"
 TINY = ["data.dataset=synthetic", "data.synthetic_size=64", "data.image_size=8", "data.batch_size=16",
-        "data.synthetic_classes=3", "model.C=4", "model.derive_exclude=[]", "search.epochs=2", "seed=1",
+        "data.synthetic_classes=3", "model.C=4", "search.epochs=2", "seed=1",
         "deterministic=true", "search.report=false", "search.progress=false"]
 
 

@@ -106,3 +106,155 @@ def test_choice_layer_without_traits_reads_the_modules_declarations():
     with pytest.raises(ValueError, match="missing"):
         ChoiceLayer({"z": Zero(1, 1, 1), "skip": nn.Identity()}, traits={"z": ZERO})
     assert PARAMETER_FREE.parameter_free and SKIP.skip
+
+
+# --------------------------------------------------------------------------- derivation reads the traits
+
+class _TrapSpace(SearchSpace):
+    """One group of edges, argmax per edge. The zero op is `cut`, the pool `avg`, the skip `ident`;
+    `none` and `max_pool_conv` are learned ops whose names would fool a name-based rule."""
+
+    name = "trap_test_space"
+    op_names = ("cut", "ident", "avg", "none", "max_pool_conv")
+    TRAITS = {"cut": ZERO, "ident": SKIP, "avg": PARAMETER_FREE, "none": LEARNED, "max_pool_conv": LEARNED}
+
+    def op_traits(self):
+        return dict(self.TRAITS)
+
+    def derive_genotype(self, probabilities, rule=None):
+        return tuple(self.op_names[k] for k in probabilities["cell"].argmax(dim=-1).tolist())
+
+    def genotype_edges(self, genotype):
+        return [("cell", e, op) for e, op in enumerate(genotype)]
+
+
+def _probs(rows):
+    """Per edge: a strongest op and a runner-up (the names), the other ops weaker."""
+    names = _TrapSpace.op_names
+    p = torch.full((len(rows), len(names)), 0.01, dtype=torch.float64)
+    for e, (first, p1, second, p2) in enumerate(rows):
+        p[e, names.index(first)], p[e, names.index(second)] = p1, p2
+    return {"cell": p}
+
+
+def test_caps_count_ops_by_their_traits_not_their_names():
+    from nas.spaces.derive import derive_with_caps
+    space = _TrapSpace()
+    probs = _probs([("ident", 0.6, "max_pool_conv", 0.3),
+                    ("avg", 0.5, "none", 0.4),
+                    ("ident", 0.9, "avg", 0.05),
+                    ("none", 0.7, "ident", 0.2),
+                    ("max_pool_conv", 0.8, "avg", 0.1),
+                    ("cut", 0.7, "none", 0.2)])
+    assert derive_with_caps(space, probs) == ("ident", "avg", "ident", "none", "max_pool_conv", "cut")
+    # max_skip=1: the weaker ident (0.6, edge 0) goes; `none` and `max_pool_conv` are not skips.
+    assert derive_with_caps(space, probs, max_skip=1) == ("max_pool_conv", "avg", "ident", "none", "max_pool_conv",
+                                                         "cut")
+    # max_parameter_free=1: of ident 0.6, avg 0.5, ident 0.9 only the strongest stays (the zero op is not
+    # counted); the learned `none` and `max_pool_conv` are never capped.
+    assert derive_with_caps(space, probs, max_parameter_free=1) == ("max_pool_conv", "none", "ident", "none",
+                                                                   "max_pool_conv", "cut")
+    # max_skip=0 removes both idents; the parameter-free avg stays.
+    assert derive_with_caps(space, probs, max_skip=0) == ("max_pool_conv", "avg", "avg", "none", "max_pool_conv",
+                                                         "cut")
+
+
+def test_exclude_zero_excludes_the_declared_zero_op_whatever_its_name():
+    from nas.spaces.derive import derive_exclusions, derive_with_caps
+    space = _TrapSpace()
+    assert derive_exclusions(space, (), exclude_zero=True) == ("cut",)
+    assert derive_exclusions(space, ("ident",), exclude_zero=True) == ("ident", "cut")
+    assert derive_exclusions(space, ("cut",), exclude_zero=True) == ("cut",)
+    assert derive_exclusions(search_spaces.get("mobilenet"), (), exclude_zero=True) == ()  # it has no zero op
+    assert derive_exclusions(search_spaces.get("nb201"), (), exclude_zero=True) == ("none",)
+    probs = _probs([("cut", 0.7, "none", 0.2), ("cut", 0.6, "avg", 0.3)])
+    genotype = derive_with_caps(space, probs, exclude=derive_exclusions(space, (), exclude_zero=True))
+    assert genotype == ("none", "avg")  # the learned op called `none` is derivable
+
+
+# --------------------------------------------------------------------------- declared builder arguments
+
+def test_register_refuses_arguments_that_do_not_match_the_builder():
+    from nas.spaces.space import check_arguments
+
+    class Wrong(type(search_spaces.get("nb201"))):
+        name = "wrong_arguments_test_space"
+        supernet_arguments = frozenset({"C", "N", "gdas_gate", "aux_skip"})  # bn_layout left out
+
+    with pytest.raises(ValueError, match=r"undeclared \['bn_layout'\]"):
+        register_space(Wrong())
+
+    class Extra(type(search_spaces.get("darts"))):
+        name = "extra_arguments_test_space"
+        network_arguments = frozenset({"C", "N", "auxiliary", "drop_path_prob", "input_size"})
+
+    with pytest.raises(ValueError, match=r"not taken \['input_size'\]"):
+        check_arguments(Extra())
+    for name in SPACES:
+        check_arguments(search_spaces.get(name))
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_builders_get_exactly_the_declared_arguments_the_config_sets(name):
+    from nas.cli.build import space_arguments
+    from nas.config import build_config
+    space = search_spaces.get(name)
+    cfg = build_config({}, [f"model.space={name}", "model.C=8", "model.N=1"])
+    supernet_args = space_arguments(cfg, space, image_size=16)
+    assert set(supernet_args) == space.supernet_arguments - {"head_width"}  # no config key sets head_width
+    assert (supernet_args["C"], supernet_args["N"]) == (8, 1)
+    assert supernet_args.get("input_size", 16) == 16
+    network_args = space_arguments(cfg, space, network=True, image_size=16)
+    assert set(network_args) == space.network_arguments - {"head_width"}
+    net = space.build_supernet(mode="gdas", num_classes=3, in_channels=3, **supernet_args)
+    assert net(torch.randn(2, 3, 16, 16)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("override, space, message", [
+    ("model.bn_layout=batch_stats", "mobilenet",
+     "config key 'model.bn_layout' is not available in the mobilenet space (darts and nb201 have it); "
+     "set model.bn_layout=official"),
+    ("model.edge_normalization=true", "nb201",
+     "config key 'model.edge_normalization' is not available in the nb201 space (only darts has it); "
+     "set model.edge_normalization=false"),
+])
+def test_a_setting_the_space_lacks_is_a_one_line_error(tmp_path, capsys, override, space, message):
+    import train_search
+    rc = train_search.main(["--out", str(tmp_path / "run"), "data.dataset=synthetic", "data.synthetic_size=32",
+                            "data.image_size=8", "model.C=4", "model.N=1", "search.epochs=1",
+                            f"model.space={space}", override])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and "Traceback" not in err
+    assert err.splitlines()[-1].endswith(message), err
+
+
+# --------------------------------------------------------------------------- a space switched on the command line
+
+def test_switching_the_space_on_the_command_line_drops_the_files_space_keys(tmp_path):
+    from nas.cli.build import space_arguments
+    from nas.config import ModelConfig, load_config
+    from nas.spaces.derive import derive_exclusions
+    path = tmp_path / "nb201.yaml"
+    path.write_text("model:\n  space: nb201\n  C: 8\n  N: 2\n  derive_exclude: [none]\n  exclude_zero: true\n"
+                    "  bn_layout: batch_stats\n  max_skip: 1\nsearch:\n  epochs: 3\n  nb201_benchmark: nb.pth\n")
+    same = load_config(path, ["model.space=nb201"])
+    assert (same.model.C, same.model.N, same.model.derive_exclude) == (8, 2, ["none"])
+    assert same.model.bn_layout == "batch_stats" and same.search.nb201_benchmark == "nb.pth"
+    other = load_config(path, ["model.space=mobilenet", "model.C=24"])  # nb201_benchmark would be refused here
+    assert (other.model.C, other.model.N) == (24, ModelConfig.N)  # the command line's C, the default N
+    assert other.model.derive_exclude == [] and other.model.bn_layout == "official"
+    assert other.search.nb201_benchmark == "" and other.search.epochs == 3
+    assert other.model.exclude_zero and other.model.max_skip == 1  # read by trait: meaningful in any space
+    mobilenet = search_spaces.get("mobilenet")
+    assert derive_exclusions(mobilenet, other.model.derive_exclude, other.model.exclude_zero) == ()
+    space_arguments(other, mobilenet)  # nothing nb201-only left to refuse
+
+
+@pytest.mark.parametrize("space, excluded", [("nb201", ("none",)), ("darts", ("none",)), ("mobilenet", ())])
+def test_quickstart_with_another_space_derives_without_that_spaces_zero_op(space, excluded):
+    from nas.config import load_config
+    from nas.spaces.derive import derive_exclusions
+    from pathlib import Path
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml", [f"model.space={space}"])
+    assert derive_exclusions(search_spaces.get(space), cfg.model.derive_exclude, cfg.model.exclude_zero) == excluded
+    assert cfg.model.N == (2 if space == "nb201" else 5)

@@ -2,6 +2,7 @@
 from .gates import GATE_RULES, StraightThroughBatchNorm2d
 from .choice import ChoiceLayer
 from .layer_choice import LayerChoice
+from .op_traits import OpTraits
 from .supernet import Supernet
 
-__all__ = ["GATE_RULES", "StraightThroughBatchNorm2d", "ChoiceLayer", "LayerChoice", "Supernet"]
+__all__ = ["GATE_RULES", "StraightThroughBatchNorm2d", "ChoiceLayer", "LayerChoice", "OpTraits", "Supernet"]

@@ -33,6 +33,7 @@ from .space import SearchSpace
 GROUP = "choices"
 # What the factory may take, and what it gets when the space reads its structure without a build.
 FACTORY_ARGUMENTS = {"num_classes": 10, "in_channels": 3, "C": 16, "N": 5, "input_size": 32}
+CONFIG_ARGUMENTS = ("C", "N", "input_size")  # the optional ones: model.C, model.N, the image side
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,11 @@ class ModuleSpace(SearchSpace):
         self.factory = factory
         self.name = name or getattr(factory, "__qualname__", type(factory).__name__)
         self._structure: Structure | None = None
+        # Declared builder arguments (``SearchSpace.supernet_arguments``): the config values the factory names,
+        # so a setting it does not take (model.N for a factory without N) is refused, not ignored.
+        taken = frozenset(a for a in CONFIG_ARGUMENTS if _takes(factory, a))
+        self.supernet_arguments = taken | {"gdas_gate"}
+        self.network_arguments = taken
 
     # ------------------------------------------------------------------ structure
 
@@ -207,25 +213,34 @@ class ModuleSpace(SearchSpace):
 
     # ------------------------------------------------------------------ networks
 
-    def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 5,
-                       in_channels: int = 3, input_size: int = 32, gdas_gate: str = "") -> ModuleSupernet:
-        """The factory's module as a supernet (``gdas_gate`` "" means ``sampled_op``)."""
+    def _factory_arguments(self, given: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(given) - self.network_arguments)
+        if unknown:
+            raise TypeError(f"{self.name!r}'s factory does not take {unknown} (it takes {sorted(self.network_arguments)})")
+        return given
+
+    def build_supernet(self, mode: str = "gdas", num_classes: int = 10, in_channels: int = 3, gdas_gate: str = "",
+                       **factory_arguments: Any) -> ModuleSupernet:
+        """The factory's module as a supernet.
+
+        Args:
+            mode, num_classes, in_channels: As every space (the factory gets the last two if it names them).
+            gdas_gate: The GDAS rule for unsampled ops ("" means ``sampled_op``).
+            factory_arguments: ``C``, ``N``, ``input_size``: those the factory names (``supernet_arguments``).
+        """
         if gdas_gate and gdas_gate not in GATE_RULES:
             raise UserError(f"unknown GDAS gate rule {gdas_gate!r}; choose from {', '.join(GATE_RULES)}")
-        module, layers = self._build(dict(num_classes=num_classes, in_channels=in_channels, C=C, N=N,
-                                          input_size=input_size))
+        module, layers = self._build(dict(num_classes=num_classes, in_channels=in_channels,
+                                          **self._factory_arguments(factory_arguments)))
         return ModuleSupernet(module, self.structure, layers, mode=mode, gdas_gate=gdas_gate or SAMPLED_OP)
 
-    def build_network(self, genotype: Any, num_classes: int = 10, C: int = 16, N: int = 5, in_channels: int = 3,
-                      auxiliary: bool = False, drop_path_prob: float = 0.0, input_size: int = 32) -> nn.Module:
-        """The genotype's network with fresh weights (for training from scratch)."""
-        if auxiliary:
-            raise UserError(f"networks of {self.name!r} have no auxiliary head; set train.auxiliary_weight=0")
-        if drop_path_prob:
-            raise UserError(f"networks of {self.name!r} have no drop path; set train.drop_path_prob=0")
+    def build_network(self, genotype: Any, num_classes: int = 10, in_channels: int = 3,
+                      **factory_arguments: Any) -> nn.Module:
+        """The genotype's network with fresh weights (for training from scratch); ``factory_arguments``
+        as ``build_supernet``'s. It has no auxiliary head or drop path (those settings are refused)."""
         genotype = self.parse(genotype) if isinstance(genotype, str) else genotype
-        module, _ = self._build(dict(num_classes=num_classes, in_channels=in_channels, C=C, N=N,
-                                     input_size=input_size))
+        module, _ = self._build(dict(num_classes=num_classes, in_channels=in_channels,
+                                     **self._factory_arguments(factory_arguments)))
         network = replace_choices(module, genotype, self.who)
         network.genotype = genotype
         return network
@@ -292,6 +307,15 @@ class ModuleSpace(SearchSpace):
         return ModuleGenotype(tuple(
             (label, offered[int(torch.randint(len(offered), (1,), generator=generator))])
             for label, offered in zip(s.labels, s.candidates)))
+
+
+def _takes(factory: Callable, name: str) -> bool:
+    """Whether the factory names the argument ``name`` (or takes ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _required_parameters(factory: Callable) -> set[str]:

@@ -1,6 +1,7 @@
 """The interface every search space implements, and the lookup by name."""
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -22,6 +23,12 @@ class SearchSpace:
     name: str = ""
     op_names: tuple[str, ...] = ()
     derivation_rules: tuple[str, ...] = ("argmax",)  # the first is the default
+    # The keyword arguments ``build_supernet`` / ``build_network`` take beyond the ones every space
+    # takes (``SUPERNET_CORE`` / ``NETWORK_CORE``), e.g. ``C``, ``N``, ``input_size``. What builds a
+    # space from a config passes exactly these and refuses a setting for one the space lacks;
+    # ``register_space`` checks them against the signatures.
+    supernet_arguments: frozenset[str] = frozenset()
+    network_arguments: frozenset[str] = frozenset()
 
     def op_traits(self) -> dict[str, OpTraits]:
         """op name -> its declared ``OpTraits`` (zero, parameter-free, skip), for every name in ``op_names``.
@@ -73,13 +80,39 @@ class SearchSpace:
         raise NotImplementedError
 
 
+SUPERNET_CORE = frozenset({"mode", "num_classes", "in_channels"})
+NETWORK_CORE = frozenset({"genotype", "num_classes", "in_channels"})
+
+
+def check_arguments(space: SearchSpace) -> None:
+    """Raises ``ValueError`` unless ``supernet_arguments`` / ``network_arguments`` name exactly the
+    keyword arguments of ``build_supernet`` / ``build_network`` beyond the core ones."""
+    for method, attr, core in ((space.build_supernet, "supernet_arguments", SUPERNET_CORE),
+                               (space.build_network, "network_arguments", NETWORK_CORE)):
+        declared = getattr(space, attr)
+        params = inspect.signature(method).parameters
+        missing_core = sorted(core - set(params))
+        if missing_core:
+            raise ValueError(f"search space {space.name!r}: {method.__name__} must take {sorted(core)}, "
+                             f"lacks {missing_core}")
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        named = {n for n, p in params.items() if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                            inspect.Parameter.KEYWORD_ONLY)} - core
+        undeclared, absent = sorted(named - declared), sorted(declared - named) if not takes_any else []
+        if undeclared or absent:
+            raise ValueError(f"search space {space.name!r}: {attr} must name {method.__name__}'s arguments "
+                             f"beyond {sorted(core)}: undeclared {undeclared}, not taken {absent}")
+
+
 def register_space(space: SearchSpace) -> SearchSpace:
     """Registers a space instance under ``space.name`` (duplicates are refused).
 
     Raises:
-        ValueError: if the space does not declare the traits of exactly its ops.
+        ValueError: if the space does not declare the traits of exactly its ops, or its
+            builders' arguments (``check_arguments``).
     """
     check_declared(f"search space {space.name!r}", space.op_names, space.op_traits())
+    check_arguments(space)
     return SEARCH_SPACES.register(space.name, space)
 
 
