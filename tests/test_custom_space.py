@@ -288,3 +288,13 @@ def test_the_experiment_compares_a_users_module_search_with_random_chains(user_d
     results = (user_dir / "exp" / "results.md").read_text()
     assert re.search(r"\| search-seed0 \| searched \|.*`body\.0=(conv|pool),body\.1=(conv|pool)`", results)
     assert len(re.findall(r"\| random-\d \| random \|", results)) == 2
+
+
+def test_a_setting_the_users_factory_does_not_take_is_one_line(user_dir, capsys):
+    import train_search
+
+    write_user_package(user_dir, "arguments_space")
+    assert train_search.main(["--out", "run", *TINY, "model.space=arguments_space:Chain", "model.N=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config key 'model.N' is not available in the arguments_space:Chain space" in err
+    assert ModuleSpace(Net).supernet_arguments == {"C", "gdas_gate"}  # Net takes C, not N or input_size
