@@ -146,6 +146,23 @@ def test_the_derived_module_computes_the_supernets_genotype_path_with_inherited_
     assert not torch.equal(fresh.stem.weight, net.stem.weight)
 
 
+def test_the_flops_table_gives_each_derived_modules_flops_exactly():
+    from nas.cost.objective import cost_tables, expected_cost
+    from nas.engine.train import count_flops
+
+    space, supernet = space_and_supernet()
+    tables = cost_tables(supernet, (3, 8, 8), "flops")
+    generator = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(6):
+        genotype = space.random_genotype(generator)
+        seen.add(space.format(genotype))
+        sample = supernet.genotype_sample(space.genotype_edges(genotype))
+        # b and b_again share a row: each runs the op, so the row's entry counts both
+        assert expected_cost(sample, tables).item() == count_flops(space.derive_module(supernet, genotype), (3, 8, 8))
+    assert len(seen) > 2
+
+
 def test_genotype_strings_round_trip_and_bad_ones_are_one_line():
     space, _ = space_and_supernet()
     g = space.random_genotype(torch.Generator().manual_seed(0))
