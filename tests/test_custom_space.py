@@ -15,6 +15,7 @@ from nas import LayerChoice, ModuleSpace, UserError
 from nas.cli.build import build_searcher
 from nas.config import build_config
 from nas.spaces.genotype import load_genotype
+from nas.spaces.space import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "custom_spaces.md"
@@ -230,7 +231,8 @@ def test_a_search_of_a_users_module_resumes_where_an_uninterrupted_one_ends(user
 @pytest.mark.parametrize("spec, message", [
     ("no_such_module_xyz:Net", "no module named 'no_such_module_xyz'; run from the directory that holds it"),
     ("errors_space:Missing", "module 'errors_space' has no attribute 'Missing'; it has Chain, LayerChoice"),
-    ("errors_space:not_a_space", "is a int; it must be a SearchSpace (class or instance) or a module class"),
+    ("errors_space:not_a_space", "is a int; it must be a SearchSpace (class or instance), an nn.Module class"),
+    ("os:getcwd", "is a builtin_function_or_method; it must be a SearchSpace"),
     ("errors_space:an_instance", "is an nn.Module instance; name its class or a function that builds it"),
     ("errors_space:builds_nothing_to_search", "builds no LayerChoice; mark the layers to search"),
     ("errors_space:1x", "is not a registered name or a 'package.module:Attribute'"),
@@ -288,7 +290,8 @@ def test_the_example_is_searched_retrained_and_reported_from_the_command_line(tm
     assert "derived genotype: layer0=" in p.stdout and "test accuracy" in p.stdout
     assert (run_dir / "genotype.yaml").is_file() and (final_dir / "final.json").is_file()
     assert (run_dir / "report" / "cell_choices.png").is_file()
-    assert load_genotype(run_dir / "genotype.yaml")[0].name == "examples.chain_space:ChainSpace"
+    space = get_space("examples.chain_space:ChainSpace")  # as the config names it
+    assert load_genotype(run_dir / "genotype.yaml")[0] is space
 
 
 def test_the_experiment_compares_a_users_module_search_with_random_chains(user_dir, capsys):
@@ -315,3 +318,16 @@ def test_a_setting_the_users_factory_does_not_take_is_one_line(user_dir, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "config key 'model.N' is not available in the arguments_space:Chain space" in err
     assert ModuleSpace(Net).supernet_arguments == {"C", "gdas_gate"}  # Net takes C, not N or input_size
+
+
+def test_a_genotype_file_never_imports_the_module_it_names(user_dir):
+    """Only a config names a module to import; a genotype file of an unloaded module space is refused."""
+    write_user_package(user_dir, "never_imported")
+    (user_dir / "genotype.yaml").write_text("space: never_imported:Chain\ngenotype: body.0=conv,body.1=pool\n")
+    with pytest.raises(UserError, match=r"space 'never_imported:Chain', which is not loaded; name it in the config "
+                                        r"\(model.space=never_imported:Chain\)"):
+        load_genotype(user_dir / "genotype.yaml")
+    assert "never_imported" not in sys.modules
+    get_space("never_imported:Chain")  # what a config naming it does
+    space, genotype = load_genotype(user_dir / "genotype.yaml")
+    assert space.format(genotype) == "body.0=conv,body.1=pool"

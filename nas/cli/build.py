@@ -160,6 +160,7 @@ def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | P
     """
     ctx = init_distributed(cfg.device)
     device = resolve_device(cfg.device, ctx.local_rank)
+    get_space(cfg.model.space)  # a user's space (module:Attribute) is imported as the config names it
     space, genotype = load_genotype(genotype_path)
     if space.name != cfg.model.space:
         raise UserError(f"{str(genotype_path)!r} holds a {space.name} genotype but the config searches "

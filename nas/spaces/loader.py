@@ -8,11 +8,16 @@ space: a ``SearchSpace`` instance or subclass as it is, anything else callable
 name and takes it as its ``name``, so the genotype files and run configs a
 search writes name it, and ``train_final.py``, ``python -m nas.report`` and
 ``python -m nas.experiment`` (also in its worker processes) load it again.
+
+Naming a module imports it, which runs its code as any Python import does: only
+a config (or the command line) names one; a genotype file never does
+(``nas.spaces.genotype``).
 """
 from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import os
 import sys
 
@@ -75,11 +80,11 @@ def _as_space(obj: object, spec: str) -> SearchSpace:
         space = obj()
     elif isinstance(obj, nn.Module):
         raise UserError(f"space {spec!r} is an nn.Module instance; name its class or a function that builds it")
-    elif callable(obj):
+    elif (isinstance(obj, type) and issubclass(obj, nn.Module)) or inspect.isfunction(obj):
         space = ModuleSpace(obj, name=spec)
         space.structure  # builds the module once: a factory without LayerChoices fails here, in one line
     else:
-        raise UserError(f"space {spec!r} is a {type(obj).__name__}; it must be a SearchSpace (class or instance) "
-                        "or a module class/function whose network contains LayerChoices")
+        raise UserError(f"space {spec!r} is a {type(obj).__name__}; it must be a SearchSpace (class or instance), "
+                        "an nn.Module class or a Python function whose network contains LayerChoices")
     space.name = spec
     return space
