@@ -27,10 +27,6 @@ from .utils.yamlio import YAMLRefused, brief, flatten, load_yaml, read_user_yaml
 DATASETS = ("digits", "digits_clutter", "cifar10", "cifar100", "imagefolder", "synthetic")
 
 
-def _yaml_load(text: str):
-    return load_yaml(text)  # plain data only; no aliases, no duplicate keys, bounded size
-
-
 @dataclass
 class DataConfig:
     """Where the images come from and how they are split and batched."""
@@ -291,7 +287,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UserError(f"override {brief(text)} is not key=value (e.g. search.epochs=5)")
     key, raw = text.split("=", 1)
     try:
-        value = _yaml_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""  # plain data only: no aliases or duplicate keys, bounded
     except YAMLRefused as e:  # an alias or a duplicate key: refused, not read as a string
         raise UserError(f"override {brief(key.strip())}: {e.problem}") from None
     except yaml.YAMLError:

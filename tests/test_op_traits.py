@@ -258,3 +258,37 @@ def test_quickstart_with_another_space_derives_without_that_spaces_zero_op(space
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml", [f"model.space={space}"])
     assert derive_exclusions(search_spaces.get(space), cfg.model.derive_exclude, cfg.model.exclude_zero) == excluded
     assert cfg.model.N == (2 if space == "nb201" else 5)
+
+
+# --------------------------------------------------------------------------- costs read the traits
+
+class _OneEdge(__import__("nas").Supernet):
+    """A supernet of one choice layer: a 1x1 conv called `none` (learned) and a declared zero op `cut`."""
+
+    def __init__(self):
+        from nas import Architecture
+        super().__init__(Architecture({"edge": (1, 3)}, ["none", "cut", "conv3"]), "gdas")
+        self.layer = ChoiceLayer({"none": nn.Conv2d(2, 2, 1), "cut": Cut(), "conv3": nn.Conv2d(2, 2, 3, padding=1)},
+                                 traits={"none": LEARNED, "cut": ZERO, "conv3": LEARNED})
+        self.head = nn.Linear(2, 3)
+
+    def forward_sample(self, x, sample):
+        index = None if sample.indices is None else sample.indices["edge"][0]
+        return self.head(self.layer(x, sample.coefficients["edge"][0], index).mean(dim=(2, 3)))
+
+    def choice_layers(self):
+        return [("edge", 0, self.layer)]
+
+
+@pytest.mark.parametrize("metric", ["params", "flops"])
+def test_cost_tables_zero_only_the_declared_zero_op(metric):
+    """The learned op called `none` costs what it measures; the declared zero op `cut` costs 0."""
+    from nas.cost.objective import cost_tables
+    net = _OneEdge()
+    table = cost_tables(net, (2, 4, 4), metric).tables["edge"][0].tolist()
+    conv1, conv3 = net.layer.ops[0], net.layer.ops[2]
+    if metric == "params":
+        expected = [sum(p.numel() for p in conv1.parameters()), 0, sum(p.numel() for p in conv3.parameters())]
+        assert table == expected  # 6, 0, 38
+    else:
+        assert table[1] == 0 and table[0] > 0 and table[2] == pytest.approx(9 * table[0], rel=0.01)

@@ -68,7 +68,7 @@ class SearchSpace:
         raise NotImplementedError
 
     def cell_graphs(self, genotype: Any) -> dict[str, list[tuple[str, str, str]]]:
-        """cell kind -> ``(from_node, to_node, op)`` edges of the derived cell, ``none`` left out (for diagrams)."""
+        """cell kind -> ``(from_node, to_node, op)`` edges of the derived cell, zero ops left out (for diagrams)."""
         raise NotImplementedError
 
     def genotype_edges(self, genotype: Any) -> list[tuple[str, int, str]]:
