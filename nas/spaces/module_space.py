@@ -122,7 +122,6 @@ class ModuleSupernet(Supernet):
         super().__init__(Architecture({GROUP: tuple(allowed.shape)}, list(structure.op_names), allowed=masks), mode)
         self.net = module
         self.structure = structure
-        self.paths = [path for path, _, _ in layers]  # module path of each LayerChoice (derivation replaces these)
         self.rows = [structure.labels.index(label) for _, label, _ in layers]
         self._layers = [layer for _, _, layer in layers]  # a plain list: they are registered under self.net
         for layer in {id(l): l for l in self._layers}.values():
