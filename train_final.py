@@ -22,11 +22,13 @@ def run(args: argparse.Namespace) -> int:
     from nas.utils.errors import UserError
     from nas.spaces.genotype import load_genotype
     from nas.spaces.genotype import GENOTYPE
+    from nas.spaces.space import get_space
     from nas.engine.loop import CHECKPOINT, RunDiverged, RunInterrupted
     from nas.engine.train import FINAL
 
     cfg, out = resolve_run(args, DEFAULT_CONFIG, CHECKPOINT)
     genotype_path = Path(args.genotype) if args.genotype else None
+    get_space(cfg.model.space)  # a user's space (module:Attribute) is imported as the config names it
     if args.resume:
         kept = out / GENOTYPE
         if genotype_path is not None and kept.is_file():

@@ -13,7 +13,7 @@ hashing every batch it reads, per epoch):
   same config.
 
 Both derive with the same rule (the project's, including
-``model.derive_exclude``; the official logits have the project's row and
+``model.derive_exclude`` and ``model.exclude_zero``; the official logits have the project's row and
 column order). Every derived cell is then retrained with seeds ``0..R-1``
 under one fixed budget (``--final-config``, through ``nas.experiment``'s
 retraining jobs). The result: per implementation, the cells, the mean test
@@ -144,7 +144,7 @@ def search_official(cfg: Config, log: Callable[[str], None], clip_arch: bool = T
     ``softmax(arch_parameters)``.
     """
     from nas.cli.build import build_search_data_from_config, resolve_device, seed_everything
-    from nas.spaces.derive import derive_with_caps
+    from nas.spaces.derive import derive_exclusions, derive_with_caps
     from nas.spaces.space import get_space
 
     space = get_space(cfg.model.space)
@@ -189,7 +189,8 @@ def search_official(cfg: Config, log: Callable[[str], None], clip_arch: bool = T
     with torch.no_grad():
         probs = torch.softmax(net.arch_parameters.detach().float().cpu(), dim=-1)
     genotype = derive_with_caps(space, {"cell": probs}, cfg.model.derivation or None, cfg.model.max_skip,
-                                cfg.model.max_parameter_free, cfg.model.derive_exclude)
+                                cfg.model.max_parameter_free,
+                                derive_exclusions(space, cfg.model.derive_exclude, cfg.model.exclude_zero))
     return {"genotype": space.format(genotype), "official_genotype": net.genotype().tostr(),
             "probabilities": _rounded(probs), "search_time": time.perf_counter() - started, "clip": clip_record,
             **batch_record(data)}

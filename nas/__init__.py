@@ -10,12 +10,23 @@ _install_moved_module_paths()  # old flat module paths (nas.gumbel, nas.search, 
 
 from .sampling.architecture import MODES, Architecture, ArchSample
 from .layers.choice import ChoiceLayer
+from .layers.layer_choice import LayerChoice
+from .layers.op_traits import OpTraits
 from .utils.errors import UserError
 from .sampling.gumbel import gumbel_softmax, sample_gumbel, tau_at
 from .spaces.space import SearchSpace, get_space, register_space
+from .spaces.module_space import ModuleSpace
 from .layers.supernet import Supernet
 
-__all__ = ["MODES", "Architecture", "ArchSample", "ChoiceLayer", "UserError", "gumbel_softmax",
-           "sample_gumbel", "tau_at", "SearchSpace", "get_space", "register_space", "Supernet"]
+__all__ = ["MODES", "Architecture", "ArchSample", "ChoiceLayer", "LayerChoice", "ModuleSpace", "OpTraits", "UserError",
+           "gumbel_softmax", "sample_gumbel", "tau_at", "SearchSpace", "get_space", "register_space", "Supernet"]
 __version__ = "0.2.0"
+
+
+def __getattr__(name: str):
+    # nas.run_search / nas.run_retrain (nas/cli/api.py) load the engine and data layers only when first used.
+    if name in ("run_search", "run_retrain"):
+        from .cli import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'nas' has no attribute {name!r}")
 

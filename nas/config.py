@@ -28,10 +28,6 @@ from .utils.yamlio import YAMLRefused, brief, flatten, load_yaml, read_user_yaml
 DATASETS = ("digits", "digits_clutter", "cifar10", "cifar100", "imagefolder", "synthetic")
 
 
-def _yaml_load(text: str):
-    return load_yaml(text)  # plain data only; no aliases, no duplicate keys, bounded size
-
-
 @dataclass
 class DataConfig:
     """Where the images come from and how they are split and batched."""
@@ -63,7 +59,8 @@ class ModelConfig:
     derivation: str = ""          # how the genotype is derived; "" = the space's default (see README)
     max_skip: int = -1            # derivation cap: skip connections per cell (-1: no cap)
     max_parameter_free: int = -1  # derivation cap: pooling + skip edges per cell (-1: no cap)
-    derive_exclude: list = field(default_factory=list)  # ops never derived, e.g. [none] (DARTS's convention)
+    exclude_zero: bool = False    # never derive the space's zero op (declared by its traits; DARTS's convention)
+    derive_exclude: list = field(default_factory=list)  # further op names never derived
     edge_normalization: bool = False  # PC-DARTS: learned weights on each node's inputs (darts space)
     gdas_gate: str = ""           # GDAS logit gradient: all_ops | sampled_op | "" (the space's)
     bn_layout: str = "official"   # supernet BNs: official (as the papers' code) | batch_stats (eval with batch stats)
@@ -143,10 +140,6 @@ class Config:
     def to_dict(self) -> dict:
         """Plain nested dict (what ``config.yaml`` holds)."""
         return dataclasses.asdict(self)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -303,7 +296,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UserError(f"override {brief(text)} is not key=value (e.g. search.epochs=5)")
     key, raw = text.split("=", 1)
     try:
-        value = _yaml_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""  # plain data only: no aliases or duplicate keys, bounded
     except YAMLRefused as e:  # an alias or a duplicate key: refused, not read as a string
         raise UserError(f"override {brief(key.strip())}: {e.problem}") from None
     except yaml.YAMLError:
@@ -329,10 +322,50 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+# Keys whose values suit one space only (its width and depth, its op names and derivation rules,
+# options only some spaces take, a benchmark or latency table measured on it). A config file's values
+# for them are left out when a command-line override switches ``model.space`` to another space.
+SPACE_SPECIFIC_KEYS = ("model.C", "model.N", "model.derivation", "model.derive_exclude", "model.edge_normalization",
+                       "model.bn_layout", "search.nb201_benchmark", "cost.table")
+
+
+def _overridden_space(overrides: list[str] | tuple) -> str | None:
+    """The ``model.space`` the last override naming it sets (None when none does)."""
+    space = None
+    for text in overrides:
+        if isinstance(text, str) and text.split("=", 1)[0].strip() == "model.space":
+            space = parse_override(text)[1]
+    return space
+
+
+def without_space_specific_keys(values: dict, overrides: list[str] | tuple = ()) -> dict:
+    """``values`` less its ``SPACE_SPECIFIC_KEYS`` when an override switches ``model.space`` away from
+    the space ``values`` configures (its ``model.space``, else the default's); else ``values`` itself.
+
+    ``configs/quickstart.yaml model.space=mobilenet`` thus does not carry nb201's ``model.N`` or a
+    ``derive_exclude`` naming nb201's ops into the mobilenet run (each falls back to its default).
+    """
+    model = values.get("model") if isinstance(values, dict) else None
+    file_space = model.get("space", ModelConfig.space) if isinstance(model, dict) else ModelConfig.space
+    space = _overridden_space(overrides)
+    if space is None or space == file_space:
+        return values
+    kept = {section: dict(v) if isinstance(v, dict) else v for section, v in values.items()}
+    for key in SPACE_SPECIFIC_KEYS:
+        section, name = key.split(".")
+        if isinstance(kept.get(section), dict):
+            kept[section].pop(name, None)
+    return kept
+
+
 def build_config(values: dict | None = None, overrides: list[str] | tuple = ()) -> Config:
-    """Builds a validated ``Config`` from a nested dict and ``key=value`` overrides."""
+    """Builds a validated ``Config`` from a nested dict and ``key=value`` overrides.
+
+    An override that switches ``model.space`` drops the dict's space-specific keys first
+    (``without_space_specific_keys``).
+    """
     cfg = Config()
-    _merge(cfg, values or {})
+    _merge(cfg, without_space_specific_keys(values or {}, overrides))
     for text in overrides:
         key, value = parse_override(text)
         _merge(cfg, _nest(key, value))

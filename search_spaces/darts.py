@@ -37,6 +37,7 @@ from nas.sampling.architecture import Architecture, ArchSample
 from nas.layers.choice import ChoiceLayer
 from nas.utils.errors import UserError
 from nas.layers.ops import add_all, DilConv, FactorizedReduce, PoolBN, ReLUConvBN, SepConv, Zero
+from nas.layers.op_traits import LEARNED, PARAMETER_FREE, SKIP, ZERO, OpTraits
 from nas.layers.gates import SAMPLED_OP, StraightThroughBatchNorm2d
 from nas.spaces.space import SearchSpace, register_space
 from nas.layers.supernet import Supernet
@@ -55,6 +56,19 @@ OPS: dict[str, Callable[..., nn.Module]] = {
     "sep_conv_5x5": lambda C, stride, affine, track: SepConv(C, C, 5, stride, 2, affine, track),
     "dil_conv_3x3": lambda C, stride, affine, track: DilConv(C, C, 3, stride, 2, 2, affine, track),
     "dil_conv_5x5": lambda C, stride, affine, track: DilConv(C, C, 5, stride, 4, 2, affine, track),
+}
+# What each op is (derivation caps and exclusions, costs, soft mixtures read these, not the names).
+# A strided skip_connect is a FactorizedReduce with 1x1 convs; DARTS's caps (P-DARTS's max_skip) still
+# count it as a skip connection and a parameter-free op, as they count the op by what it stands for.
+OP_TRAITS: dict[str, OpTraits] = {
+    "none": ZERO,
+    "max_pool_3x3": PARAMETER_FREE,
+    "avg_pool_3x3": PARAMETER_FREE,
+    "skip_connect": SKIP,
+    "sep_conv_3x3": LEARNED,
+    "sep_conv_5x5": LEARNED,
+    "dil_conv_3x3": LEARNED,
+    "dil_conv_5x5": LEARNED,
 }
 
 NUM_NODES = 4  # intermediate nodes, states 2..5
@@ -238,7 +252,7 @@ def _full_concat(cells: dict[str, list[tuple[str, int]]]) -> Genotype:
     return Genotype(normal=cells["normal"], normal_concat=list(nodes), reduce=cells["reduce"], reduce_concat=list(nodes))
 
 
-_REAL_OPS = [k for k, name in enumerate(OP_NAMES) if name != "none"]
+_REAL_OPS = [k for k, name in enumerate(OP_NAMES) if not OP_TRAITS[name].zero]  # DARTS never derives a zero op
 
 
 def _darts_pairs(W: list[list[float]]) -> list[tuple[str, int]]:
@@ -264,7 +278,9 @@ def _preprocess(C_prev_prev: int, C_prev: int, C: int, reduction_prev: bool, aff
 
 def _search_op(name: str, C: int, stride: int, track: bool = False) -> nn.Module:
     op = OPS[name](C, stride, False, track)
-    if "pool" in name:  # DARTS's MixedOp: a pool gets a BN so its scale matches the other ops'
+    traits = OP_TRAITS[name]
+    # DARTS's MixedOp: a pool (parameter-free, neither zero nor identity) gets a BN so its scale matches the others'.
+    if traits.parameter_free and not (traits.zero or traits.skip):
         op = PoolBN(op, StraightThroughBatchNorm2d(C, affine=False, track_running_stats=track))
     return op
 
@@ -322,7 +338,7 @@ class DartsSearchCell(nn.Module):
         strides = [2 if reduction and j < 2 else 1 for _, j in EDGES]
         self.edges = nn.ModuleList(
             ChoiceLayer({name: _search_op(name, C, stride, track) for name in OP_NAMES}, gdas_gate=gdas_gate,
-                        aux_skip=_aux_skip(C, stride, track) if aux_skip else None)
+                        aux_skip=_aux_skip(C, stride, track) if aux_skip else None, traits=OP_TRAITS)
             for stride in strides)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, coefficients: torch.Tensor,
@@ -485,6 +501,12 @@ class DartsSpace(SearchSpace):
     derivation_rules = DERIVATION_RULES
     gdas_gate = GDAS_GATE  # the default GDAS gradient rule (model.gdas_gate="")
 
+    supernet_arguments = frozenset({"C", "N", "edge_normalization", "gdas_gate", "aux_skip", "bn_layout"})
+    network_arguments = frozenset({"C", "N", "auxiliary", "drop_path_prob"})
+
+    def op_traits(self) -> dict[str, OpTraits]:
+        return dict(OP_TRAITS)
+
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 2,
                        in_channels: int = 3, edge_normalization: bool = False, gdas_gate: str = "",
                        aux_skip: bool = False, bn_layout: str = "official") -> DartsSupernet:
@@ -516,7 +538,7 @@ class DartsSpace(SearchSpace):
         graphs = {}
         for kind in GROUPS:
             edges = [(_node_name(j), str(e // 2), op) for e, (op, j) in enumerate(getattr(genotype, kind))
-                     if op != "none"]
+                     if not OP_TRAITS[op].zero]
             edges += [(_node_name(s), "c_{k}", "concat") for s in getattr(genotype, kind + "_concat")]
             graphs[kind] = edges
         return graphs

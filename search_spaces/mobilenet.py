@@ -43,6 +43,7 @@ from nas.sampling.architecture import Architecture, ArchSample
 from nas.layers.choice import ChoiceLayer
 from nas.utils.errors import UserError
 from nas.layers.ops import Zero
+from nas.layers.op_traits import LEARNED, ZERO, OpTraits, SKIP as SKIP_TRAITS
 from nas.spaces.space import SearchSpace, register_space
 from nas.layers.gates import SAMPLED_OP
 from nas.layers.supernet import Supernet
@@ -50,6 +51,8 @@ from nas.layers.supernet import Supernet
 IR_OPS = {f"ir_k{k}_e{e}": (k, e) for k in (3, 5, 7) for e in (3, 6)}  # op name -> (kernel, expansion)
 OP_NAMES = (*IR_OPS, "skip")
 SKIP = OP_NAMES.index("skip")
+# What each op is (derivation caps, costs, soft mixtures read these, not the names).
+OP_TRAITS: dict[str, OpTraits] = {**{name: LEARNED for name in IR_OPS}, "skip": SKIP_TRAITS}
 STAGES = ((16, 1, 1), (24, 2, 2), (32, 2, 3), (64, 2, 4), (96, 1, 3), (160, 2, 3), (320, 1, 1))  # (c, s, repeats)
 STEM_WIDTH, HEAD_WIDTH, SMALL_INPUT_MAX = 32, 1280, 64
 ACT = nn.ReLU6
@@ -103,7 +106,7 @@ class MobileNetGenotype:
         strides = [s for _, s, _ in STAGES] if input_size is None else stage_strides(input_size)[1]
         out = []
         for (c, _, _), stride, ops in zip(STAGES, strides, self.stages):
-            blocks = [IR_OPS[op] for op in ops if op != "skip"]
+            blocks = [IR_OPS[op] for op in ops if not OP_TRAITS[op].skip]
             out.append([f"ir_r1_k{k}_s{stride if i == 0 else 1}_e{e}_c{c}" for i, (k, e) in enumerate(blocks)])
         return out
 
@@ -163,16 +166,19 @@ def _aux_skip(c_in: int, c_out: int, stride: int) -> nn.Module | None:
     return nn.Identity() if c_in == c_out and stride == 1 else None
 
 
-def _search_ops(c_in: int, c_out: int, stride: int, skip_allowed: bool) -> dict[str, nn.Module]:
+def _search_ops(c_in: int, c_out: int, stride: int, skip_allowed: bool
+                ) -> tuple[dict[str, nn.Module], dict[str, OpTraits]]:
+    """The candidate ops of a layer and their traits (where skip is not allowed, its column holds a zero op)."""
     ops: dict[str, nn.Module] = {
         name: InvertedResidual(c_in, c_out, dw_kernel_size=k, stride=stride, exp_ratio=float(e), act_layer=ACT,
                                norm_layer=SEARCH_NORM)
         for name, (k, e) in IR_OPS.items()}
+    traits = {name: OP_TRAITS[name] for name in IR_OPS}
     if skip_allowed:
-        ops["skip"] = nn.Identity()
-    else:  # the masked column: a placeholder the choice layer treats as `none`
-        ops["none"] = Zero(c_in, c_out, stride)
-    return ops
+        ops["skip"], traits["skip"] = nn.Identity(), OP_TRAITS["skip"]
+    else:  # the masked column: a zero placeholder the soft modes never run
+        ops["none"], traits["none"] = Zero(c_in, c_out, stride), ZERO
+    return ops, traits
 
 
 class MobileNetSupernet(Supernet):
@@ -205,8 +211,8 @@ class MobileNetSupernet(Supernet):
         for r in self.rows:
             s, b = rows[r]
             stride = strides[s] if b == 0 else 1
-            layers.append(ChoiceLayer(_search_ops(c_in, widths.stages[s], stride, b > 0),
-                                      gdas_gate=gdas_gate or GDAS_GATE,
+            ops, traits = _search_ops(c_in, widths.stages[s], stride, b > 0)
+            layers.append(ChoiceLayer(ops, traits=traits, gdas_gate=gdas_gate or GDAS_GATE,
                                       aux_skip=_aux_skip(c_in, widths.stages[s], stride) if aux_skip else None))
             c_in = widths.stages[s]
         self.layers = nn.ModuleList(layers)
@@ -254,6 +260,12 @@ class MobileNetSpace(SearchSpace):
     name = "mobilenet"
     op_names = OP_NAMES
     gdas_gate = GDAS_GATE  # the default GDAS gradient rule (model.gdas_gate="")
+
+    supernet_arguments = frozenset({"C", "N", "input_size", "head_width", "gdas_gate", "aux_skip"})
+    network_arguments = frozenset({"C", "N", "auxiliary", "drop_path_prob", "input_size", "head_width"})
+
+    def op_traits(self) -> dict[str, OpTraits]:
+        return dict(OP_TRAITS)
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = STEM_WIDTH, N: int = 4,
                        in_channels: int = 3, input_size: int = 32, head_width: int = HEAD_WIDTH,

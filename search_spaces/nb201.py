@@ -32,6 +32,7 @@ from nas.sampling.architecture import Architecture, ArchSample
 from nas.layers.choice import ChoiceLayer
 from nas.utils.errors import UserError
 from nas.layers.ops import add_all, Pooling, ReLUConvBN, ResNetBasicBlock, Zero
+from nas.layers.op_traits import LEARNED, PARAMETER_FREE, SKIP, ZERO, OpTraits
 from nas.spaces.space import SearchSpace, register_space
 from nas.layers.gates import ALL_OPS
 from nas.layers.supernet import Supernet
@@ -49,6 +50,14 @@ OPS: dict[str, Callable[..., nn.Module]] = {
         C_in, C_out, 3, stride, 1, affine=affine, track_running_stats=track),
     "avg_pool_3x3": lambda C_in, C_out, stride, affine, track: Pooling(
         C_in, C_out, stride, "avg", affine=affine, track_running_stats=track),
+}
+# What each op is (derivation caps and exclusions, costs, soft mixtures read these, not the names).
+OP_TRAITS: dict[str, OpTraits] = {
+    "none": ZERO,
+    "skip_connect": SKIP,
+    "nor_conv_1x1": LEARNED,
+    "nor_conv_3x3": LEARNED,
+    "avg_pool_3x3": PARAMETER_FREE,  # cells keep the width, so no 1x1 conv precedes the pool
 }
 
 NUM_NODES = 4
@@ -141,7 +150,8 @@ class NB201SearchCell(nn.Module):
         super().__init__()
         self.edges = nn.ModuleList(
             ChoiceLayer({name: OPS[name](C, C, 1, False, False) for name in op_names}, gdas_gate=gdas_gate,
-                        aux_skip=nn.Identity() if aux_skip else None) for _ in EDGES)
+                        aux_skip=nn.Identity() if aux_skip else None,
+                        traits={name: OP_TRAITS[name] for name in op_names}) for _ in EDGES)
 
     def forward(self, x: torch.Tensor, coefficients: torch.Tensor, indices: list[int] | None) -> torch.Tensor:
         # x: [B, C, H, W]; coefficients: [6, num_ops]; indices: 6 ints or None.
@@ -229,6 +239,12 @@ class NB201Space(SearchSpace):
     op_names = OP_NAMES
     gdas_gate = GDAS_GATE  # the default GDAS gradient rule (model.gdas_gate="")
 
+    supernet_arguments = frozenset({"C", "N", "gdas_gate", "aux_skip", "bn_layout"})
+    network_arguments = frozenset({"C", "N", "auxiliary", "drop_path_prob"})
+
+    def op_traits(self) -> dict[str, OpTraits]:
+        return dict(OP_TRAITS)
+
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, C: int = 16, N: int = 5,
                        in_channels: int = 3, gdas_gate: str = "", aux_skip: bool = False,
                        bn_layout: str = "official") -> NB201Supernet:
@@ -261,7 +277,8 @@ class NB201Space(SearchSpace):
         return {"cell": [f"{i}<-{j}" for i, j in EDGES]}
 
     def cell_graphs(self, genotype: NB201Genotype) -> dict[str, list[tuple[str, str, str]]]:
-        return {"cell": [(str(j), str(i), op) for (i, j), op in zip(EDGES, genotype.edge_ops()) if op != "none"]}
+        return {"cell": [(str(j), str(i), op) for (i, j), op in zip(EDGES, genotype.edge_ops())
+                         if not OP_TRAITS[op].zero]}
 
     def genotype_edges(self, genotype: NB201Genotype) -> list[tuple[str, int, str]]:
         return [("cell", e, op) for e, op in enumerate(genotype.edge_ops())]

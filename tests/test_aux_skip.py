@@ -86,6 +86,8 @@ def test_nb201_edges_get_identity_and_mobilenet_only_its_shape_keeping_layers():
 
 def test_aux_skip_in_a_space_without_it_is_a_one_line_error(monkeypatch):
     class NoSkipSpace(type(search_spaces.get("nb201"))):
+        supernet_arguments = frozenset({"C", "N"})
+
         def build_supernet(self, mode="gdas", num_classes=10, C=16, N=5, in_channels=3):
             return super().build_supernet(mode, num_classes, C, N, in_channels)
 

@@ -112,7 +112,7 @@ def test_comparison_searches_same_batches_and_resumes(tmp_path):
     # Both read every batch of both epochs, and the same ones.
     assert len(ours["train_batches"]) == 2 and ours["steps"] == official["steps"] and min(ours["steps"]) > 0
     assert ours["train_batches"] == official["train_batches"] and ours["val_batches"] == official["val_batches"]
-    # The official side's genotypes parse in our format; ours excludes none (quickstart's derive_exclude).
+    # The official side's genotypes parse in our format; ours excludes none (quickstart's exclude_zero).
     import search_spaces
     space = search_spaces.get("nb201")
     for text in (official["genotype"], official["official_genotype"]):

@@ -1,7 +1,6 @@
 """Config -> objects: the one place that translates a ``Config`` into constructor arguments."""
 from __future__ import annotations
 
-import inspect
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -10,12 +9,13 @@ import torch
 
 from ..config import Config
 from ..cost.objective import CostObjective
-from ..spaces.derive import check_exclusions
+from ..spaces.derive import derive_exclusions
 from ..engine.distributed import DistContext, init_distributed
 from ..utils.errors import UserError
 from ..spaces.genotype import load_genotype
 from ..engine.search import Searcher
-from ..spaces.space import get_space
+from ..spaces.registry import SEARCH_SPACES
+from ..spaces.space import SearchSpace, get_space
 from ..engine.train import FinalTrainer
 from ..data import VAL_SPLIT_SEED, SearchData, TensorLoader, build_search_data, hold_out, load_dataset
 
@@ -38,9 +38,55 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def _input_size(builder, image_size: int) -> dict:
-    # Spaces whose layout depends on the image size (mobilenet: CIFAR or ImageNet strides) take it.
-    return {"input_size": image_size} if "input_size" in inspect.signature(builder).parameters else {}
+# Config key -> the builder argument it sets. A space receives exactly the arguments it declares
+# (``SearchSpace.supernet_arguments`` / ``network_arguments``); a key whose argument it lacks must
+# keep its default, or the run is refused with a one-line error naming the key and the space.
+SUPERNET_KEYS = (("model.C", "C"), ("model.N", "N"), ("model.edge_normalization", "edge_normalization"),
+                 ("model.gdas_gate", "gdas_gate"), ("search.aux_skip", "aux_skip"), ("model.bn_layout", "bn_layout"))
+NETWORK_KEYS = (("model.C", "C"), ("model.N", "N"), ("train.auxiliary_weight", "auxiliary"),
+                ("train.drop_path_prob", "drop_path_prob"))
+
+
+def _value(cfg: Config, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _text(value) -> str:
+    return "true" if value is True else "false" if value is False else "''" if value == "" else str(value)
+
+
+def space_arguments(cfg: Config, space: SearchSpace, network: bool = False, image_size: int | None = None) -> dict:
+    """The builder arguments of ``space`` that the config sets, exactly those the space declares.
+
+    Args:
+        cfg: The validated config.
+        space: The chosen space.
+        network: ``build_network``'s arguments (else ``build_supernet``'s).
+        image_size: The images' side, passed as ``input_size`` to a space that declares it.
+
+    Raises:
+        UserError: for a key set away from its default whose argument the space does not take.
+    """
+    declared = space.network_arguments if network else space.supernet_arguments
+    default = Config()
+    args = {}
+    for key, arg in NETWORK_KEYS if network else SUPERNET_KEYS:
+        value = _value(cfg, key)
+        if arg == "auxiliary":  # the weight of the auxiliary loss switches the head on
+            value = value > 0
+        if arg in declared:
+            args[arg] = value
+        elif _value(cfg, key) != _value(default, key):
+            have = [n for n in SEARCH_SPACES.names()
+                    if arg in getattr(SEARCH_SPACES.get(n), "network_arguments" if network else "supernet_arguments")]
+            where = (f" (only {have[0]} has it)" if len(have) == 1 else
+                     f" ({', '.join(have[:-1])} and {have[-1]} have it)" if have else "")
+            raise UserError(f"config key {key!r} is not available in the {space.name} space{where}; "
+                            f"set {key}={_text(_value(default, key))}")
+    if image_size is not None and "input_size" in declared:  # mobilenet: CIFAR or ImageNet strides
+        args["input_size"] = image_size
+    return args
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -85,37 +131,19 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
     if cfg.model.derivation and cfg.model.derivation not in space.derivation_rules:
         raise UserError(f"config key 'model.derivation' must be one of {', '.join(space.derivation_rules)} "
                         f"for {space.name}, got {cfg.model.derivation!r}")
-    check_exclusions(space, cfg.model.derive_exclude)
-    extra = {}
-    if cfg.model.edge_normalization:
-        if "edge_normalization" not in inspect.signature(space.build_supernet).parameters:
-            raise UserError(f"config key 'model.edge_normalization' is not available in the {space.name} space "
-                            "(only darts has it); set model.edge_normalization=false")
-        extra["edge_normalization"] = True
-    # Each space's build_supernet declares what it takes (its default GDAS gate is its own).
-    for key, name, value, fix in (("gdas_gate", "model.gdas_gate", cfg.model.gdas_gate, "leave it empty"),
-                                  ("aux_skip", "search.aux_skip", cfg.search.aux_skip, "set search.aux_skip=false")):
-        if value:
-            if key not in inspect.signature(space.build_supernet).parameters:
-                raise UserError(f"config key {name!r} is not available in the {space.name} space; {fix}")
-            extra[key] = value
-    if cfg.model.bn_layout != "official":
-        if "bn_layout" not in inspect.signature(space.build_supernet).parameters:
-            raise UserError(f"config key 'model.bn_layout' is not available in the {space.name} space "
-                            "(nb201 and darts have it); set model.bn_layout=official")
-        extra["bn_layout"] = cfg.model.bn_layout
+    exclude = derive_exclusions(space, cfg.model.derive_exclude, cfg.model.exclude_zero)
+    space_arguments(cfg, space)  # a setting the space does not take fails before any work
     seed_everything(cfg.seed, cfg.deterministic)
     # An image folder's training images may exclude a held-out test split or unreadable files: say which.
     data = build_search_data_from_config(cfg, device, ctx, log=log if cfg.data.dataset == "imagefolder" else None)
     torch.manual_seed(cfg.seed)  # the supernet's initial weights do not depend on how the data was built
-    supernet = space.build_supernet(mode=cfg.model.mode, num_classes=data.num_classes, C=cfg.model.C,
-                                    N=cfg.model.N, in_channels=data.in_channels,
-                                    **_input_size(space.build_supernet, data.image_size), **extra).to(device)
+    supernet = space.build_supernet(mode=cfg.model.mode, num_classes=data.num_classes, in_channels=data.in_channels,
+                                    **space_arguments(cfg, space, image_size=data.image_size)).to(device)
     cost = CostObjective.from_config(cfg.cost, supernet, (data.in_channels, data.image_size, data.image_size))
     searcher = Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log,
                         derivation=cfg.model.derivation, max_skip=cfg.model.max_skip,
                         max_parameter_free=cfg.model.max_parameter_free, dist=ctx, cost=cost,
-                        derive_exclude=cfg.model.derive_exclude)
+                        derive_exclude=exclude)
     searcher.run_config = cfg.to_dict()  # checkpoints record it; resuming under another config is refused
     return searcher
 
@@ -132,10 +160,12 @@ def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | P
     """
     ctx = init_distributed(cfg.device)
     device = resolve_device(cfg.device, ctx.local_rank)
+    get_space(cfg.model.space)  # a user's space (module:Attribute) is imported as the config names it
     space, genotype = load_genotype(genotype_path)
     if space.name != cfg.model.space:
         raise UserError(f"{str(genotype_path)!r} holds a {space.name} genotype but the config searches "
                         f"{cfg.model.space!r}; set model.space={space.name} (and its model.C/model.N)")
+    space_arguments(cfg, space, network=True)  # a setting the space does not take fails before any work
     seed_everything(cfg.seed, cfg.deterministic)
     d, t = cfg.data, cfg.train
     train_set, test_set = _load(cfg, train=True), _load(cfg, train=False)
@@ -158,10 +188,8 @@ def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | P
     val = None if val_set is None else TensorLoader(val_set, max(d.batch_size, 256), shuffle=False, augment=False,
                                                     drop_last=False, **shard)
     torch.manual_seed(cfg.seed)
-    network = space.build_network(genotype, num_classes=train_set.num_classes, C=cfg.model.C, N=cfg.model.N,
-                                  in_channels=train_set.images.shape[1], auxiliary=t.auxiliary_weight > 0,
-                                  drop_path_prob=t.drop_path_prob,
-                                  **_input_size(space.build_network, train_set.images.shape[-1]))
+    network = space.build_network(genotype, num_classes=train_set.num_classes, in_channels=train_set.images.shape[1],
+                                  **space_arguments(cfg, space, network=True, image_size=train_set.images.shape[-1]))
     trainer = FinalTrainer(network.to(device), train, test, t, out_dir=out_dir, log=log, dist=ctx, val=val)
     trainer.run_config = cfg.to_dict()
     trainer.test_set = test_set.source

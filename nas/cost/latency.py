@@ -9,8 +9,8 @@ images, and the rest of the network (``base_ms``: the supernet with its choice
 layers stubbed out). Each number is the median over ``--repeats`` timed runs
 after ``--warmup`` runs, of the **forward pass only**, under ``torch.no_grad``
 in eval mode (inference latency, as FBNet's table; search BN still uses batch
-statistics), with a device synchronisation around each run on CUDA. ``none``
-ops are not timed and cost 0.
+statistics), with a device synchronisation around each run on CUDA. Zero ops
+(declared ``zero`` in their ``OpTraits``) are not timed and cost 0.
 
 The JSON holds one entry per choice layer, addressed by its module name (and
 its group and logit row), so ``nas.cost.cost_tables(metric="latency")`` can
@@ -19,7 +19,6 @@ match it to a supernet and refuse one built differently.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import re
 import statistics
@@ -95,7 +94,7 @@ def build_supernet_for(space_name: str, C: int, N: int, input_size: int, in_chan
     import search_spaces  # registers the spaces
 
     space = search_spaces.get(space_name)
-    extra = {"input_size": input_size} if "input_size" in inspect.signature(space.build_supernet).parameters else {}
+    extra = {"input_size": input_size} if "input_size" in space.supernet_arguments else {}
     return space.build_supernet(mode="gdas", num_classes=num_classes, C=C, N=N, in_channels=in_channels, **extra)
 
 

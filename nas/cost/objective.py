@@ -20,8 +20,8 @@ differentiable w.r.t. the logits (straight-through for ``gdas``). Metrics:
   measure, not the discrete network's exact count.
 * ``latency``: milliseconds from a table written by ``python -m nas.cost.latency``.
 
-Ops named ``none`` (and the masked placeholders, which choice layers also name
-``none``) cost 0.
+Zero ops (those whose declared ``OpTraits`` say ``zero``, such as NB201's and
+DARTS's ``none`` and the masked placeholders of a layer-wise space) cost 0.
 """
 from __future__ import annotations
 
@@ -142,8 +142,8 @@ def cost_tables(supernet: Supernet, input_shape: tuple[int, ...], metric: str,
         arch = {id(p) for p in supernet.arch_parameters()}
         in_layers = {id(p) for _, _, layer in layers for p in layer.parameters()}
         base = float(sum(p.numel() for p in supernet.parameters() if id(p) not in arch | in_layers))
-        per_layer = {id(layer): [0.0 if name == "none" else float(sum(p.numel() for p in op.parameters()))
-                                 for name, op in zip(layer.op_names, layer.ops)] for _, _, layer in layers}
+        per_layer = {id(layer): [0.0 if traits.zero else float(sum(p.numel() for p in op.parameters()))
+                                 for traits, op in zip(layer.traits, layer.ops)] for _, _, layer in layers}
     else:
         base, per_layer = _flops(supernet, input_shape, shapes)
     for group, edge, layer in layers:
@@ -170,7 +170,7 @@ def measure_ops(supernet: Supernet, input_shape: tuple[int, ...], shapes: dict, 
 
     Returns:
         ``(base, per_layer)``: the cost of a forward pass with every choice layer stubbed,
-        and choice layer id -> the cost of each op on that layer's input (0 for ``none``).
+        and choice layer id -> the cost of each op on that layer's input (0 for a zero op).
     """
     device = _device(supernet)
     was_training = supernet.training
@@ -183,8 +183,8 @@ def measure_ops(supernet: Supernet, input_shape: tuple[int, ...], shapes: dict, 
         per_layer = {}
         for _, _, layer in supernet.choice_layers():
             x = make_input(batch, *shapes[id(layer)][0], device=device)  # [batch, C_in, H, W]
-            per_layer[id(layer)] = [0.0 if name == "none" else measure(lambda: op(x))
-                                    for name, op in zip(layer.op_names, layer.ops)]
+            per_layer[id(layer)] = [0.0 if traits.zero else measure(lambda: op(x))
+                                    for traits, op in zip(layer.traits, layer.ops)]
     finally:
         supernet.train(was_training)
     return base, per_layer
@@ -226,7 +226,7 @@ def _read_latency(table: str | Path | dict | None, supernet: Supernet, shapes: d
         if list(entry.get("ops", [])) != layer.op_names or tuple(entry.get("input_shape", ())) != shapes[id(layer)][0]:
             raise UserError(f"{where} measured {name!r} with other ops or another input shape "
                             f"({entry.get('input_shape')} vs {list(shapes[id(layer)][0])}); {redo}")
-        per_layer[id(layer)] = [0.0 if op == "none" else float(ms) for op, ms in zip(layer.op_names, entry["ms"])]
+        per_layer[id(layer)] = [0.0 if traits.zero else float(ms) for traits, ms in zip(layer.traits, entry["ms"])]
     return base, per_layer
 
 

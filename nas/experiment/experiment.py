@@ -48,6 +48,7 @@ from ..utils.atomic import atomic_write
 from ..cli.run_command import CONFIG, guarded_main, open_run_dir, stop_signals
 from ..config import Config, build_config, diff_configs, load_config, read_yaml
 from ..utils.errors import UserError
+from ..layers.op_traits import ops_with
 from ..spaces.genotype import GENOTYPE, genotype_record, load_genotype, save_genotype
 from .jobs import Job, job_command, run_jobs, threads_per_worker
 from ..engine.loop import CHECKPOINT, RunDiverged, RunInterrupted
@@ -159,8 +160,9 @@ def _retrain(cfg: Config, genotype_path: Path, out: Path) -> tuple[dict, bool]:
 
 
 def random_cells_can_hold_none(space) -> bool:
-    """Whether the space's random cells may hold ``none`` (cells with ``edge_ops``: nb201)."""
-    return "none" in space.op_names and hasattr(space.random_genotype(torch.Generator().manual_seed(0)), "edge_ops")
+    """Whether the space's random cells may hold its zero op (``none``; cells with ``edge_ops``: nb201)."""
+    return (bool(ops_with(space.op_traits(), zero=True))
+            and hasattr(space.random_genotype(torch.Generator().manual_seed(0)), "edge_ops"))
 
 
 def write_random_genotypes(space_name: str, count: int, random_dir: Path, none_free: bool = False) -> list[Path]:
@@ -174,14 +176,15 @@ def write_random_genotypes(space_name: str, count: int, random_dir: Path, none_f
 
     space = get_space(space_name)
     prefix, seed = ("nonone", NONONE_SEED) if none_free else ("random", RANDOM_SEED)
-    if none_free and not random_cells_can_hold_none(space):
+    if none_free and count and not random_cells_can_hold_none(space):  # 0 cells: the default for such spaces
         raise UserError(f"--random-nonone applies to spaces whose random cells may hold 'none' (nb201); "
                         f"the {space.name} space's never do: use --random-nonone 0")
     generator = torch.Generator().manual_seed(seed)
+    zero_ops = set(ops_with(space.op_traits(), zero=True))  # the declared zero op (nb201: none)
     paths = []
     for k in range(count):
         genotype = space.random_genotype(generator)
-        while none_free and "none" in genotype.edge_ops():
+        while none_free and any(op in zero_ops for _, _, op in space.genotype_edges(genotype)):
             genotype = space.random_genotype(generator)
         path = random_dir / f"{prefix}-{k}" / GENOTYPE
         if path.is_file():

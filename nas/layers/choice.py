@@ -5,10 +5,13 @@ sample and, for hard samples, the chosen index as a Python int.
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 import torch.nn as nn
 
-from .ops import Pooling, Zero, add_all
+from .op_traits import OpTraits, check_declared, op_traits_of
+from .ops import Pooling, add_all
 from .gates import ALL_OPS, GATE_RULES, StraightThroughBatchNorm2d, gate_avg_pool, gate_output, gate_recompute
 
 
@@ -17,32 +20,40 @@ class ChoiceLayer(nn.Module):
 
     Args:
         ops: op name -> module, in the column order of the architecture logits.
-            An op named ``none`` must return zeros (see ``nas.layers.ops.Zero``).
+            An op whose traits say ``zero`` must return zeros (as ``nas.layers.ops.Zero``).
         gdas_gate: What the unsampled ops' coefficients get in a GDAS arch step
             (``nas.layers.gates.GATE_RULES``): ``all_ops`` (NAS-Bench-201's
             rule, ``g.sum()`` each) or ``sampled_op`` (DARTS-space rule, nothing).
         aux_skip: DARTS-'s auxiliary skip path of this edge (identity, or a
             factorized reduction where the edge strides), scaled by ``skip_beta``;
             None when the edge has none (e.g. a layer that changes width).
+        traits: op name -> its ``OpTraits``, for every op (a space passes its declarations);
+            None: each module's own ``op_traits`` attribute (``Zero`` declares one), else
+            ``LEARNED``.
     """
 
-    def __init__(self, ops: dict[str, nn.Module], gdas_gate: str = ALL_OPS, aux_skip: nn.Module | None = None):
+    def __init__(self, ops: dict[str, nn.Module], gdas_gate: str = ALL_OPS, aux_skip: nn.Module | None = None,
+                 traits: Mapping[str, OpTraits] | None = None):
         super().__init__()
         if gdas_gate not in GATE_RULES:
             raise ValueError(f"unknown GDAS gate rule {gdas_gate!r}; choose from {', '.join(GATE_RULES)}")
         self.op_names = list(ops)
         self.ops = nn.ModuleList(ops.values())
         self.gdas_gate = gdas_gate
-        # Ops that contribute exactly zero to a soft mixture (and whose weight's
+        if traits is not None:
+            check_declared("a ChoiceLayer's traits", self.op_names, traits)
+        self.traits: list[OpTraits] = [traits[name] if traits is not None else op_traits_of(op)
+                                       for name, op in ops.items()]
+        # Zero ops contribute exactly zero to a soft mixture (and their weight's
         # gradient is exactly zero), so the soft modes skip them.
-        self._nonzero = [i for i, name in enumerate(self.op_names) if name != "none"]
+        self._nonzero = [i for i, t in enumerate(self.traits) if not t.zero]
         # DARTS-: an auxiliary path beta * aux_skip(x), beta decayed 1 -> 0 by the search loop.
         self.aux_skip = aux_skip
         self.skip_beta = 0.0
         # Per op: does it return its ``final_norm``'s output (None: not seen yet)? Decides the fused BN gate.
         self._returns_final_norm: list[bool | None] = [None] * len(self.ops)
         # An edge a genotype drops runs the zero op (None where the layer has none: it is never dropped).
-        self._zero = self.op_names.index("none") if "none" in self.op_names else None
+        self._zero = next((i for i, t in enumerate(self.traits) if t.zero), None)
 
     def forward(self, x: torch.Tensor, coefficients: torch.Tensor, index: int | tuple[int, ...] | None = None
                 ) -> torch.Tensor:
@@ -62,7 +73,7 @@ class ChoiceLayer(nn.Module):
         if isinstance(index, tuple):
             if not index:
                 if self._zero is None:
-                    raise ValueError(f"a genotype drops an edge whose ops ({', '.join(self.op_names)}) have no 'none'")
+                    raise ValueError(f"a genotype drops an edge whose ops ({', '.join(self.op_names)}) have no zero op")
                 index = (self._zero,)
             return add_all(self.ops[i](x) for i in index)
         if index is None:  # snas / darts: every op, weighted
@@ -80,7 +91,7 @@ class ChoiceLayer(nn.Module):
     def _straight_through(self, index: int, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
         """``ops[index](x)`` behind the cheapest exact gate for that op (see ``nas.layers.gates``)."""
         op, rule = self.ops[index], self.gdas_gate
-        if isinstance(op, Zero):
+        if self.traits[index].zero:
             return gate_output(op(x), coefficients, index, is_zero=True, rule=rule)
         pool = op.pool if isinstance(op, Pooling) and op.preprocess is None else op
         if type(pool) is nn.AvgPool2d:

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from .frozen_relu_conv import run_sequential
 from .gates import StraightThroughBatchNorm2d
+from .op_traits import PARAMETER_FREE, LEARNED, ZERO
 
 
 def add_all(tensors) -> torch.Tensor:
@@ -26,6 +27,8 @@ def add_all(tensors) -> torch.Tensor:
 
 class Zero(nn.Module):
     """The ``none`` op: zeros of the output shape, computed without touching the input's values."""
+
+    op_traits = ZERO
 
     def __init__(self, C_in: int, C_out: int, stride: int):
         super().__init__()
@@ -99,6 +102,8 @@ class Pooling(nn.Module):
             self.pool = nn.MaxPool2d(3, stride=stride, padding=1)
         else:
             raise ValueError(f"pooling mode must be 'avg' or 'max', got {mode!r}")
+        # Parameter-free unless the width changes (then its 1x1 conv learns).
+        self.op_traits = PARAMETER_FREE if self.preprocess is None else LEARNED
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(x if self.preprocess is None else self.preprocess(x))

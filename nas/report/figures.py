@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..layers.op_traits import ops_with
+
 # Node fill colours of the cell diagrams, as DARTS's plots: inputs green, output yellow.
 INPUT_COLOR, NODE_COLOR, OUTPUT_COLOR = "#c1e1c1", "#cfe2f3", "#fff2a8"
 WRAP = 8  # columns per row of a cell diagram
@@ -342,7 +344,8 @@ def cell_figure(Figure, run, kind: str, edges: list[tuple[str, str, str]], color
             ax.text(*_bezier(pos[u], pos[v], rad, 0.5), op, ha="center", va="center", fontsize=9, color=color,
                     zorder=5, bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, lw=0.8, alpha=0.95))
     kind_name = {"cell": "derived cell", "normal": "derived normal cell", "reduce": "derived reduction cell"}
-    notes = ["edges with op 'none' are not drawn"]
+    zero_ops = ops_with(run.space.op_traits(), zero=True)
+    notes = [f"edges with op {' or '.join(repr(n) for n in zero_ops)} are not drawn"] if zero_ops else []
     if any(op == "concat" for *_, op in edges):
         notes.append("dashed: concatenated into the output")
     if any(n not in has_input and not _is_input(n, i) for i, n in enumerate(nodes)):

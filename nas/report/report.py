@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+from ..layers.op_traits import LEARNED, OpTraits, ops_with
 from ..utils.errors import UserError
 from ..utils.yamlio import read_user_yaml
 
@@ -153,17 +154,18 @@ def _matplotlib():
     return matplotlib, Figure, FigureCanvasAgg
 
 
-def op_colors(op_names: list[str]) -> dict[str, Any]:
-    """One fixed colour per op, the same in every figure (``none`` is grey)."""
+def op_colors(op_names: list[str], traits: dict[str, OpTraits] | None = None) -> dict[str, Any]:
+    """One fixed colour per op, the same in every figure (zero ops, by their declared traits, are grey)."""
     import matplotlib
 
+    traits = traits or {}
     cmap = matplotlib.colormaps["tab10" if len(op_names) <= 10 else "tab20"]
     colors, k = {}, 0
     for name in op_names:
-        if name == "none":
+        if traits.get(name, LEARNED).zero:
             colors[name] = (0.55, 0.55, 0.55, 1.0)
         else:
-            colors[name] = cmap(k if k != 7 else 9)  # tab10's 7 is grey: keep grey for `none`
+            colors[name] = cmap(k if k != 7 else 9)  # tab10's 7 is grey: keep grey for the zero op
             k += 1
     return colors
 
@@ -200,10 +202,10 @@ class DerivationMarks:
         dropped: Per edge, True when the genotype keeps no op on it (DARTS keeps two inputs per node).
         top: Per edge, the most likely op column.
         passed_over: Per edge, ``{op column: reason}`` for every op more likely than the weakest
-            derived op of that edge that was not derived: ``excluded`` (``model.derive_exclude``),
+            derived op of that edge that was not derived: ``excluded`` (``model.derive_exclude``, ``model.exclude_zero``),
             ``rule`` (the space's rule never derives it, e.g. DARTS's ``none``) or ``capped``
             (ruled out by ``model.max_skip`` / ``model.max_parameter_free``).
-        excluded: Op columns listed in ``model.derive_exclude``.
+        excluded: Op columns the run excluded (``model.derive_exclude``, the zero op with ``model.exclude_zero``).
     """
 
     derived: list[list[int]]
@@ -251,10 +253,19 @@ def _rederived(space: Any, metrics: dict, model: dict, recorded: Any) -> Any:
         for g, w in (metrics.get("edge_coefficients") or metrics.get("edge_weights") or {}).items():  # PC-DARTS ranks edge weight x probability
             scores[g] = scores[g] * torch.tensor(w, dtype=torch.float64)[:, None]
         genotype = derive_with_caps(space, scores, model.get("derivation") or None, int(model.get("max_skip", -1)),
-                                    int(model.get("max_parameter_free", -1)), list(model.get("derive_exclude") or []))
+                                    int(model.get("max_parameter_free", -1)), _excluded(space, model))
     except Exception:  # noqa: BLE001  (an old or foreign run: keep what it recorded)
         return recorded
     return genotype if space.format(genotype) == space.format(recorded) else recorded
+
+
+def _excluded(space: Any, model: dict) -> list[str]:
+    """The op names a run's derivation excluded: ``model.derive_exclude`` and, with ``model.exclude_zero``,
+    the space's zero ops (as ``nas.spaces.derive.derive_exclusions``; a run from before the key: none)."""
+    names = list(model.get("derive_exclude") or [])
+    if model.get("exclude_zero"):
+        names += [n for n in ops_with(space.op_traits(), zero=True) if n not in names]
+    return names
 
 
 def derivation_marks(run: SearchRun, epoch_index: int = -1) -> dict[str, DerivationMarks]:
@@ -272,17 +283,21 @@ def derivation_marks(run: SearchRun, epoch_index: int = -1) -> dict[str, Derivat
         return {}
     model = run.config.get("model", {})
     genotype = _rederived(run.space, metrics, model, genotype)
-    excluded_names = set(model.get("derive_exclude") or [])
+    excluded_names = set(_excluded(run.space, model))
     shapes = {g: (len(rows), len(rows[0])) for g, rows in probs.items()}
     never = _ops_the_rule_never_derives(run.space, shapes)
     kept: dict[tuple[str, int], list[int]] = {}
     for group, row, op in run.space.genotype_edges(genotype):
         kept.setdefault((group, row), []).append(run.op_names.index(op))
+    # A space without a zero op drops no edge: a layer-wise space whose genotype string leaves
+    # layers out (MobileNet's arch_def) ran its one skip op there.
+    traits = run.space.op_traits()
+    skips = ops_with(traits, skip=True)
+    skip = run.op_names.index(skips[0]) if len(skips) == 1 and not ops_with(traits, zero=True) else None
     out = {}
     for group, rows in probs.items():
         derived = [sorted(kept.get((group, e), [])) for e in range(len(rows))]
-        if "skip" in run.op_names:  # a layer-wise space: a layer its string leaves out is a skip (an identity)
-            skip = run.op_names.index("skip")
+        if skip is not None:  # a layer its string leaves out is a skip (an identity)
             derived = [d or ([skip] if rows[e][skip] > 0 else d) for e, d in enumerate(derived)]
         passed = []
         for e, row in enumerate(rows):
@@ -337,7 +352,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list
 
     written: list[Path] = []
     with matplotlib.rc_context(STYLE):
-        colors = op_colors(run.op_names)
+        colors = op_colors(run.op_names, run.space.op_traits())
         marks = derivation_marks(run)
         for group in run.metrics[-1]["probabilities"]:
             written.append(save(figures.probabilities_figure(Figure, run, group, colors, marks.get(group)),

@@ -1,14 +1,17 @@
 """Derivation with exclusions and caps: ops a cell may never use, and at most K
 edges of a cell with a given kind of op.
 
-Parameter-free ops (``skip_connect`` above all) win in weight-sharing searches
+Parameter-free ops (skip connections above all) win in weight-sharing searches
 because they train fastest, not because they are best (DARTS collapse; see
 P-DARTS and DARTS-). A cap keeps the derived cell from being made of them:
 while a cell uses more capped ops than allowed, the weakest such choice (lowest
 probability) is ruled out and the cell is derived again by the space's own rule.
-Excluding ``none`` is the DARTS convention (its derivation never keeps a zero
-op, whose weight says little about the edge, only that its other ops are still
-untrained); NAS-Bench-201's GDAS derivation keeps it, so it is a switch here.
+Which ops a cap counts comes from the space's declared ``OpTraits``: ``max_skip``
+counts the ``skip`` ops, ``max_parameter_free`` the ``parameter_free`` ones that
+are not ``zero``. Excluding the zero op is the DARTS convention (its derivation
+never keeps it: its weight says little about the edge, only that its other ops
+are still untrained); NAS-Bench-201's GDAS derivation keeps it, so it is a
+switch here (``model.exclude_zero``), which finds the zero op by its trait.
 """
 from __future__ import annotations
 
@@ -16,10 +19,9 @@ from typing import Any, Sequence
 
 import torch
 
+from ..layers.op_traits import ops_with
 from ..utils.errors import UserError
 from .space import SearchSpace
-
-PARAMETER_FREE = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3", "skip")
 
 
 def check_exclusions(space: SearchSpace, exclude: Sequence[str]) -> None:
@@ -32,27 +34,41 @@ def check_exclusions(space: SearchSpace, exclude: Sequence[str]) -> None:
         raise UserError("config key 'model.derive_exclude' excludes every op; leave at least one out of it")
 
 
+def derive_exclusions(space: SearchSpace, exclude: Sequence[str] = (), exclude_zero: bool = False) -> tuple[str, ...]:
+    """The op names never derived: ``exclude`` (checked) and, with ``exclude_zero``, the space's zero ops.
+
+    A space that declares no zero op has nothing more to exclude.
+    """
+    names = list(dict.fromkeys(exclude))
+    if exclude_zero:
+        names += [n for n in ops_with(space.op_traits(), zero=True) if n not in names]
+    check_exclusions(space, names)
+    return tuple(names)
+
+
 def derive_with_caps(space: SearchSpace, probabilities: dict[str, torch.Tensor], rule: str | None = None,
                      max_skip: int = -1, max_parameter_free: int = -1, exclude: Sequence[str] = ()) -> Any:
     """Derives a genotype with at most ``max_skip`` skip connections and ``max_parameter_free``
-    parameter-free ops (``none`` excluded) per cell kind (-1 means no cap), and none of ``exclude``.
+    parameter-free ops (zero ops aside) per cell kind (-1 means no cap), and none of ``exclude``.
 
     Args:
         space: The search space (its ``derive_genotype`` and ``genotype_edges`` are used).
         probabilities: group -> ``[num_edges, num_ops]``.
         rule: The space's derivation rule (None: its default).
-        max_skip: Cap on ``skip_connect`` edges per group.
-        max_parameter_free: Cap on pooling and skip edges per group.
-        exclude: Op names never derived (e.g. ``["none"]``).
+        max_skip: Cap on edges per group with an op declared ``skip``.
+        max_parameter_free: Cap on edges per group with a ``parameter_free`` op that is not ``zero``
+            (pools and skips).
+        exclude: Op names never derived (see ``derive_exclusions``).
 
     Returns:
         The genotype.
     """
     caps = []
+    traits = space.op_traits()
     if max_skip >= 0:
-        caps.append(({"skip_connect", "skip"}, max_skip))
+        caps.append((set(ops_with(traits, skip=True)), max_skip))
     if max_parameter_free >= 0:
-        caps.append((set(PARAMETER_FREE) - {"none"}, max_parameter_free))
+        caps.append((set(ops_with(traits, parameter_free=True, zero=False)), max_parameter_free))
     probs = {g: p.detach().clone().double().cpu() for g, p in probabilities.items()}
     ops = list(space.op_names)
     if exclude:

@@ -3,7 +3,9 @@
 The string is the space's own format (the NB201 arch string, the DARTS
 ``Genotype(...)``), so it pastes into code of that family; this module only
 wraps it. Reading uses ``nas.utils.yamlio`` (a safe loader without aliases, bounded in size):
-a genotype file cannot run code or exhaust memory.
+a genotype file cannot run code or exhaust memory. A genotype of a user's space
+(``module:Attribute``) is read only once the config has loaded that space: the
+file itself never imports a module.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import yaml
 
 from ..utils.atomic import atomic_write
 from ..utils.errors import UserError
+from .loader import is_module_spec
+from .registry import SEARCH_SPACES
 from .space import SearchSpace, get_space
 from ..utils.yamlio import brief, read_user_yaml
 
@@ -72,5 +76,9 @@ def load_genotype(path: str | Path, space: str | None = None) -> tuple[SearchSpa
         raise UserError(f"{str(path)!r} holds a genotype of space {brief(data['space'])}, not {space!r}")
     if not isinstance(data["space"], str) or len(data["space"]) > 64:
         raise UserError(f"{str(path)!r}: 'space' must be the name of a search space, got {brief(data['space'])}")
+    if is_module_spec(data["space"]) and data["space"] not in SEARCH_SPACES:
+        # A file never imports code: the space of a user's module is loaded by the config that names it.
+        raise UserError(f"{str(path)!r} holds a genotype of the space {data['space']!r}, which is not loaded; "
+                        f"name it in the config (model.space={data['space']}) to load its module")
     found = get_space(data["space"])
     return found, found.parse(str(data["genotype"]))

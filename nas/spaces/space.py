@@ -1,25 +1,42 @@
 """The interface every search space implements, and the lookup by name."""
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from .registry import SEARCH_SPACES
+from ..layers.op_traits import OpTraits, check_declared
 from ..layers.supernet import Supernet
 
 
 class SearchSpace:
     """A search space: its ops, supernet, discrete network and genotype format.
 
-    Subclasses set ``name`` and ``op_names`` and implement the methods below;
-    an instance is registered with ``register_space``.
+    Subclasses set ``name`` and ``op_names``, declare the traits of every op
+    (``op_traits``) and implement the methods below; an instance is registered
+    with ``register_space``, which checks the declarations.
     """
 
     name: str = ""
     op_names: tuple[str, ...] = ()
     derivation_rules: tuple[str, ...] = ("argmax",)  # the first is the default
+    # The keyword arguments ``build_supernet`` / ``build_network`` take beyond the ones every space
+    # takes (``SUPERNET_CORE`` / ``NETWORK_CORE``), e.g. ``C``, ``N``, ``input_size``. What builds a
+    # space from a config passes exactly these and refuses a setting for one the space lacks;
+    # ``register_space`` checks them against the signatures.
+    supernet_arguments: frozenset[str] = frozenset()
+    network_arguments: frozenset[str] = frozenset()
+
+    def op_traits(self) -> dict[str, OpTraits]:
+        """op name -> its declared ``OpTraits`` (zero, parameter-free, skip), for every name in ``op_names``.
+
+        Derivation caps and exclusions, cost tables, soft mixtures and plots read these,
+        never the op names.
+        """
+        raise NotImplementedError
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, **kwargs: Any) -> Supernet:
         """Builds the search supernet whose forward returns class logits."""
@@ -51,7 +68,7 @@ class SearchSpace:
         raise NotImplementedError
 
     def cell_graphs(self, genotype: Any) -> dict[str, list[tuple[str, str, str]]]:
-        """cell kind -> ``(from_node, to_node, op)`` edges of the derived cell, ``none`` left out (for diagrams)."""
+        """cell kind -> ``(from_node, to_node, op)`` edges of the derived cell, zero ops left out (for diagrams)."""
         raise NotImplementedError
 
     def genotype_edges(self, genotype: Any) -> list[tuple[str, int, str]]:
@@ -63,11 +80,47 @@ class SearchSpace:
         raise NotImplementedError
 
 
+SUPERNET_CORE = frozenset({"mode", "num_classes", "in_channels"})
+NETWORK_CORE = frozenset({"genotype", "num_classes", "in_channels"})
+
+
+def check_arguments(space: SearchSpace) -> None:
+    """Raises ``ValueError`` unless ``supernet_arguments`` / ``network_arguments`` name exactly the
+    keyword arguments of ``build_supernet`` / ``build_network`` beyond the core ones."""
+    for method, attr, core in ((space.build_supernet, "supernet_arguments", SUPERNET_CORE),
+                               (space.build_network, "network_arguments", NETWORK_CORE)):
+        declared = getattr(space, attr)
+        params = inspect.signature(method).parameters
+        missing_core = sorted(core - set(params))
+        if missing_core:
+            raise ValueError(f"search space {space.name!r}: {method.__name__} must take {sorted(core)}, "
+                             f"lacks {missing_core}")
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        named = {n for n, p in params.items() if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                            inspect.Parameter.KEYWORD_ONLY)} - core
+        undeclared, absent = sorted(named - declared), sorted(declared - named) if not takes_any else []
+        if undeclared or absent:
+            raise ValueError(f"search space {space.name!r}: {attr} must name {method.__name__}'s arguments "
+                             f"beyond {sorted(core)}: undeclared {undeclared}, not taken {absent}")
+
+
 def register_space(space: SearchSpace) -> SearchSpace:
-    """Registers a space instance under ``space.name`` (duplicates are refused)."""
+    """Registers a space instance under ``space.name`` (duplicates are refused).
+
+    Raises:
+        ValueError: if the space does not declare the traits of exactly its ops, or its
+            builders' arguments (``check_arguments``).
+    """
+    check_declared(f"search space {space.name!r}", space.op_names, space.op_traits())
+    check_arguments(space)
     return SEARCH_SPACES.register(space.name, space)
 
 
 def get_space(name: str) -> SearchSpace:
-    """The registered space called ``name``; ``UserError`` naming the choices if unknown."""
+    """The registered space called ``name``, or the user's space ``module:attribute`` names
+    (``nas.spaces.loader``); ``UserError`` naming the choices if unknown."""
+    from .loader import is_module_spec, load_space  # the loader builds on this module
+
+    if is_module_spec(name) and name not in SEARCH_SPACES:
+        return load_space(name)
     return SEARCH_SPACES.get(name)
