@@ -41,5 +41,10 @@ class ImageSet:
         """The same set restricted to ``index``."""
         return replace(self, images=self.images[index], labels=self.labels[index])
 
+    @property
+    def image_shape(self) -> tuple:
+        """``(C, H, W)`` of one image."""
+        return tuple(self.images.shape[1:])
+
     def __len__(self) -> int:
         return self.labels.numel()

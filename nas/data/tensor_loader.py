@@ -46,6 +46,11 @@ class TensorLoader:
         self.mean = (torch.tensor(data.mean) * data.scale).view(shape).to(self.device)
         self.inv_std = 1.0 / (torch.tensor(data.std) * data.scale).view(shape).to(self.device)
 
+    @property
+    def image_shape(self) -> tuple:
+        """``(C, H, W)`` of one image as the loader yields it."""
+        return tuple(self.images.shape[1:])
+
     def __len__(self) -> int:
         n = self.labels.numel()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
@@ -86,7 +91,7 @@ class TensorLoader:
         # Random draws of one batch, in a fixed order: crop offsets [2, B], flips [B], cutout centres [2, B].
         offsets = torch.randint(2 * self.pad + 1, (2, B), generator=g) if self.pad else None
         mirror = (torch.rand(B, generator=g) < 0.5) if self.flip else None
-        H, W = self.images.shape[-2:]
+        H, W = self.image_shape[-2:]
         centres = torch.stack([torch.randint(H, (B,), generator=g), torch.randint(W, (B,), generator=g)]) \
             if self.cutout else None
         return offsets, mirror, centres
@@ -107,7 +112,12 @@ class TensorLoader:
         if mirror is not None:
             x = torch.where(mirror.to(self.device).view(B, 1, 1, 1), x.flip(3), x)
         x = (x.float() - self.mean) * self.inv_std
+        return self._cutout(x, centres)
+
+    def _cutout(self, x: torch.Tensor, centres: torch.Tensor | None) -> torch.Tensor:
+        # x: normalised float32 [B, C, H, W]; centres: [2, B] or None (no cutout)
         if centres is not None:
+            B, C, H, W = x.shape
             # Cutout: zero the square of side `cutout` around each centre (clipped at the border).
             cy, cx = centres.to(self.device)[:, :, None]  # [B, 1] each
             half = self.cutout // 2
