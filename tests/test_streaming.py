@@ -277,3 +277,23 @@ def test_the_mobilenet_space_searches_a_streamed_folder(tmp_path):
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and metrics[0]["val_acc"] >= 0
     assert "mobilenet" in (out / "genotype.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_two_torchrun_ranks_stream_their_shares_and_end_identical(folder, tmp_path):
+    """A real 2-process gloo search on a streamed folder: each rank reads its DistributedSampler share."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    args = tiny(folder, "data.loader=stream", "search.epochs=1", "data.batch_size=8")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "tests/ddp_worker.py", str(tmp_path), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k in r0["model"]:
+        assert torch.equal(r0["model"][k], r1["model"][k]), k
+    assert r0["history"][-1]["genotype"] == r1["history"][-1]["genotype"]
+    assert r0["train_batch"].numel() == r1["train_batch"].numel() == 4  # batch 8 over 2 ranks
