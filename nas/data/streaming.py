@@ -65,6 +65,24 @@ class _Files(torch.utils.data.Dataset):
                 random.setstate(state)
 
 
+class _Items:
+    """The DataLoader's batch sampler: each batch's ``(index, key)`` items, made when the loader asks for them
+    (a pass over a million files never holds a million tuples)."""
+
+    def __init__(self, batches: list, key: int | None):
+        self.batches, self.key = batches, key
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for b in self.batches:
+            if self.key is None:
+                yield [(i, None) for i in b.tolist()]
+            else:  # one seed per (pass, image): the image's augmentation, wherever and whenever it is decoded
+                yield [(i, (self.key * 10_000_019 + i) % 2**63) for i in b.tolist()]
+
+
 def _as_list(batch: list) -> list:
     return batch
 
@@ -150,8 +168,7 @@ class StreamLoader(TensorLoader):
         batches, draws = batches[start:], draws[start:]
         if not batches:
             return
-        items = [[(i, (key * 10_000_019 + i) % 2**63 if self.seeded_items else None) for i in b.tolist()]
-                 for b in batches]
+        items = _Items(batches, key if self.seeded_items else None)
         workers = self.data.num_workers
         loader = torch.utils.data.DataLoader(self.files, batch_sampler=items, num_workers=workers,
                                              collate_fn=_as_list, pin_memory=self.device.type == "cuda",
