@@ -265,6 +265,7 @@ def test_a_streamed_search_resumed_mid_epoch_is_the_uninterrupted_one(folder, tm
     compare_runs(tmp_path / "full", d)
 
 
+@pytest.mark.slow
 def test_the_mobilenet_space_searches_a_streamed_folder(tmp_path):
     """The documented command of docs/data.md, shrunk: one epoch of the mobilenet space on a folder, streamed."""
     root = write_folder(tmp_path / "images", classes=3, per_class=8, size=(40, 48))

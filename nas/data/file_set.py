@@ -130,7 +130,12 @@ def list_imagefolder(root: str | Path, image_size: int = 32, train: bool = True,
     The files are those ``load_imagefolder`` would decode (``select_files``), in
     the same order, so both loaders see the same images under the same indices.
     """
-    files = select_files(root, train, test_split)
+    return file_set_of(select_files(root, train, test_split), image_size, transform, num_workers, skip_bad_images)
+
+
+def file_set_of(files: SelectedFiles, image_size: int = 32, transform: str = "fixed", num_workers: int = 0,
+                skip_bad_images: bool = False) -> FileSet:
+    """The listed files of one side of a folder as a ``FileSet`` (see ``list_imagefolder``)."""
     return FileSet(files.paths, files.labels, len(files.classes), image_size, transform=transform,
                    num_workers=num_workers, skip_bad_images=skip_bad_images, pad=image_size // 8,
                    source=f"{files.where}: {len(files.labels):,} images (streamed from disk){loop_notes(files.loops)}")

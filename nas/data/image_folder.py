@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from ..utils.errors import UserError
-from .file_set import loop_notes, select_files
+from .file_set import SelectedFiles, loop_notes, select_files
 from .image_set import IMAGENET_MEAN, IMAGENET_STD, ImageSet
 from .transforms import _decode
 
@@ -73,7 +73,12 @@ def load_imagefolder(root: str | Path, image_size: int = 32, train: bool = True,
             skipped), a class without images, different class folders in
             ``train/`` and ``val/``, or one file in two classes.
     """
-    files = select_files(root, train, test_split)
+    return decode_files(select_files(root, train, test_split), image_size, train, num_workers, skip_bad_images)
+
+
+def decode_files(files: SelectedFiles, image_size: int = 32, train: bool = True, num_workers: int = 0,
+                 skip_bad_images: bool = False) -> ImageSet:
+    """The listed files of one side of a folder, decoded into an ``ImageSet`` (see ``load_imagefolder``)."""
     paths, labels, where = files.paths, files.labels, files.where
     images, kept_files, skipped = _decode_all(paths, image_size, num_workers, skip_bad_images)
     labels = labels[kept_files]

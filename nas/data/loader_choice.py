@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..utils.errors import UserError
-from .file_set import FileSet, list_imagefolder
+from .file_set import FileSet, file_set_of, select_files
+from .image_folder import decode_files
 from .image_set import ImageSet
 from .load import load_dataset
 from .streaming import StreamLoader
@@ -69,11 +70,10 @@ def open_dataset(name: str, root: str | Path = "data", train: bool = True, downl
         return load_dataset(name, root, train, download, image_size, synthetic_size, synthetic_classes, seed,
                             num_workers, test_split, skip_bad_images)
     transform = resolve_transform(transform, image_size, name)
-    files = list_imagefolder(root, image_size, train, test_split, transform, num_workers, skip_bad_images)
-    if resolve_loader(loader, transform, len(files), image_size) == "stream":
-        return files
-    return load_dataset(name, root, train, download, image_size, synthetic_size, synthetic_classes, seed,
-                        num_workers, test_split, skip_bad_images)
+    files = select_files(root, train, test_split)  # listed once, whichever loader reads them
+    if resolve_loader(loader, transform, len(files.paths), image_size) == "stream":
+        return file_set_of(files, image_size, transform, num_workers, skip_bad_images)
+    return decode_files(files, image_size, train, num_workers, skip_bad_images)
 
 
 def make_loader(data: ImageSet | FileSet, batch_size: int, **kwargs) -> TensorLoader | StreamLoader:
