@@ -155,6 +155,11 @@ def test_ranks_partition_each_pass_and_agree_on_its_length(folder, drop_last):
         for l in loaders:  # what a rank yields is what its sampler gave it
             got = torch.cat([y for _, y in l.epoch(epoch)])
             assert torch.equal(got, files.labels[torch.cat(l._batches(epoch, 0)[0])])
+    evaluation = [StreamLoader(files, 6, shuffle=False, augment=False, drop_last=False, rank=r, world_size=world)
+                  for r in range(world)]
+    read = torch.cat([torch.cat(l._batches(0, 0)[0]) for l in evaluation])
+    assert sorted(read.tolist()) == list(range(32))  # an evaluation pass reads every image exactly once
+    assert sum(len(l) for l in evaluation) == sum(len(list(l.epoch(0))) for l in evaluation)
     first = [torch.cat(l._batches(0, 0)[0]) for l in loaders]
     second = [torch.cat(l._batches(1, 0)[0]) for l in loaders]
     assert not torch.equal(torch.cat(first), torch.cat(second))  # set_epoch reshuffles each pass

@@ -135,8 +135,16 @@ class StreamLoader(TensorLoader):
     def __len__(self) -> int:
         if self.sampler is None:
             return super().__len__()
-        m = len(self.sampler)  # this rank's images per pass (equal on every rank)
+        m = self._rank_images()
         return m // self.local_batch if self.drop_last else -(-m // self.local_batch)
+
+    def _rank_images(self) -> int:
+        """This rank's images per pass: equal on every rank (the sampler pads or trims), except in an
+        evaluation pass (no shuffle, no drop_last), which reads every image exactly once: its ranks may run
+        different numbers of batches, which evaluation allows (one all-reduce of its sums at the end)."""
+        if not self.shuffle and not self.drop_last:
+            return len(range(self.rank, self.labels.numel(), self.world_size))
+        return len(self.sampler)
 
     def _batches(self, epoch: int, repeat: int) -> tuple[list, list, int]:
         """This pass's index batches (``[B]`` each), their augmentation draws, and the pass's key."""
@@ -148,7 +156,7 @@ class StreamLoader(TensorLoader):
             size = self.batch_size
         else:
             self.sampler.set_epoch(epoch * 1_009 + repeat)
-            order = torch.tensor(list(self.sampler), dtype=torch.long)
+            order = torch.tensor(list(self.sampler), dtype=torch.long)[:self._rank_images()]  # padding trimmed
             g.manual_seed(key * 1_000_033 + self.rank)  # each rank draws its own shard's augmentation
             size = self.local_batch
         batches, draws = [], []
