@@ -17,6 +17,7 @@ import yaml
 
 from .sampling.architecture import MODES
 from .cost.objective import CostConfig
+from .data.loader_choice import LOADERS, TRANSFORMS
 from .utils.errors import UserError
 from .sampling.gumbel import TAU_SCHEDULES
 from .sampling.estimators import ESTIMATORS, STRAIGHT_THROUGH
@@ -46,6 +47,8 @@ class DataConfig:
     synthetic_size: int = 256     # images in the synthetic set
     synthetic_classes: int = 4
     device_resident: bool = True  # keep tensor datasets on the training device (no DataLoader)
+    loader: str = "auto"          # imagefolder: auto | memory | stream (auto: stream above 2 GiB decoded; docs/data.md)
+    transform: str = "auto"       # imagefolder: auto | fixed | timm (auto: timm's from image_size 128 up)
 
 
 @dataclass
@@ -228,6 +231,16 @@ def _check(cfg: Config) -> None:
     need(0.0 < d.test_split < 1.0, "data.test_split", f"must be in (0, 1), got {d.test_split}")
     in_range(d.synthetic_size, 2, MAX_SYNTHETIC, "data.synthetic_size")
     in_range(d.synthetic_classes, 2, 1000, "data.synthetic_classes")
+    need(d.loader in LOADERS, "data.loader", f"must be one of {', '.join(LOADERS)}, got {brief(d.loader)}")
+    need(d.transform in TRANSFORMS, "data.transform", f"must be one of {', '.join(TRANSFORMS)}, got {brief(d.transform)}")
+    if d.dataset != "imagefolder":
+        need(d.loader != "stream", "data.loader", f"=stream applies to data.dataset=imagefolder only, not "
+             f"{brief(d.dataset)} (held in memory); set data.loader=auto")
+        need(d.transform != "timm", "data.transform", f"=timm applies to data.dataset=imagefolder only, not "
+             f"{brief(d.dataset)}; set data.transform=auto")
+    need(not (d.loader == "memory" and d.transform == "timm"), "data.loader",
+         "=memory cannot apply data.transform=timm (timm crops the full-size files); set data.loader=stream "
+         "(or auto), or data.transform=fixed")
     if d.dataset == "synthetic":  # the set is built in memory at once (uint8, 3 channels, train + test)
         need(2 * d.synthetic_size * 3 * d.image_size ** 2 <= MAX_SYNTHETIC_BYTES, "data.synthetic_size",
              f"x data.image_size^2 asks for {2 * d.synthetic_size * 3 * d.image_size ** 2 / 2**30:.1f} GiB of "

@@ -1,4 +1,4 @@
-"""Tests of nas/data.py: bundled digits, CIFAR pickles, ImageFolder, synthetic data, the loader and the split."""
+"""Tests of nas/data/: bundled digits, CIFAR pickles, ImageFolder, synthetic data, the loader and the split."""
 from __future__ import annotations
 
 import io

@@ -17,7 +17,7 @@ from ..engine.search import Searcher
 from ..spaces.registry import SEARCH_SPACES
 from ..spaces.space import SearchSpace, get_space
 from ..engine.train import FinalTrainer
-from ..data import VAL_SPLIT_SEED, SearchData, TensorLoader, build_search_data, hold_out, load_dataset
+from ..data import VAL_SPLIT_SEED, SearchData, build_search_data, hold_out, make_loader, open_dataset
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -105,10 +105,11 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def _load(cfg: Config, train: bool):
     d = cfg.data
-    return load_dataset(d.dataset, root=d.root, train=train, download=d.download, image_size=d.image_size,
+    # An ImageSet held in memory, or a FileSet streamed from disk (data.loader, data.transform; docs/data.md).
+    return open_dataset(d.dataset, root=d.root, train=train, download=d.download, image_size=d.image_size,
                         synthetic_size=d.synthetic_size, synthetic_classes=d.synthetic_classes,
                         seed=cfg.seed, num_workers=d.num_workers, test_split=d.test_split,
-                        skip_bad_images=d.skip_bad_images)
+                        skip_bad_images=d.skip_bad_images, loader=d.loader, transform=d.transform)
 
 
 def build_search_data_from_config(cfg: Config, device: torch.device, ctx: DistContext | None = None,
@@ -182,14 +183,14 @@ def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | P
                                                            f"validation part: {len(kept):,} images")
     data_device = device if d.device_resident else torch.device("cpu")
     shard = dict(device=data_device, rank=ctx.rank, world_size=ctx.world_size)
-    train = TensorLoader(train_set, d.batch_size, shuffle=True, augment=d.augment, seed=cfg.seed,
+    train = make_loader(train_set, d.batch_size, shuffle=True, augment=d.augment, seed=cfg.seed,
                          cutout=d.cutout, **shard)
-    test = TensorLoader(test_set, max(d.batch_size, 256), shuffle=False, augment=False, drop_last=False, **shard)
-    val = None if val_set is None else TensorLoader(val_set, max(d.batch_size, 256), shuffle=False, augment=False,
+    test = make_loader(test_set, max(d.batch_size, 256), shuffle=False, augment=False, drop_last=False, **shard)
+    val = None if val_set is None else make_loader(val_set, max(d.batch_size, 256), shuffle=False, augment=False,
                                                     drop_last=False, **shard)
     torch.manual_seed(cfg.seed)
-    network = space.build_network(genotype, num_classes=train_set.num_classes, in_channels=train_set.images.shape[1],
-                                  **space_arguments(cfg, space, network=True, image_size=train_set.images.shape[-1]))
+    network = space.build_network(genotype, num_classes=train_set.num_classes, in_channels=train_set.image_shape[0],
+                                  **space_arguments(cfg, space, network=True, image_size=train_set.image_shape[-1]))
     trainer = FinalTrainer(network.to(device), train, test, t, out_dir=out_dir, log=log, dist=ctx, val=val)
     trainer.run_config = cfg.to_dict()
     trainer.test_set = test_set.source

@@ -171,7 +171,7 @@ class FinalTrainer(EpochLoop):
     def summary(self, **extra) -> dict:
         """What ``final.json`` holds: test (and val) accuracy and what it was measured on, parameters, FLOPs, epoch times."""
         last = self.history[-1]
-        shape = tuple(self.test_data.images.shape[1:])
+        shape = tuple(self.test_data.image_shape)
         val = {} if self.val_data is None else {
             "val_set": self.val_set, "val_images": self.val_data.labels.numel(),
             "val_acc": last.get("val_acc"), "val_loss": last.get("val_loss")}
