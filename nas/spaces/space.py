@@ -20,6 +20,7 @@ class SearchSpace:
     name: str = ""
     op_names: tuple[str, ...] = ()
     derivation_rules: tuple[str, ...] = ("argmax",)  # the first is the default
+    published: dict[str, Any] = {}  # name -> genotype of published cells (``--genotype DARTS_V2``)
 
     def build_supernet(self, mode: str = "gdas", num_classes: int = 10, **kwargs: Any) -> Supernet:
         """Builds the search supernet whose forward returns class logits."""
