@@ -74,3 +74,56 @@ def load_genotype(path: str | Path, space: str | None = None) -> tuple[SearchSpa
         raise UserError(f"{str(path)!r}: 'space' must be the name of a search space, got {brief(data['space'])}")
     found = get_space(data["space"])
     return found, found.parse(str(data["genotype"]))
+
+
+def published_names() -> dict[str, str]:
+    """Published genotype name -> the space that holds it, over every registered space."""
+    from .registry import SEARCH_SPACES
+
+    return {name: space for space in SEARCH_SPACES.names() for name in get_space(space).published}
+
+
+def resolve_genotype(text: str, space: str | None = None) -> tuple[SearchSpace, Any, Path | None]:
+    """What a ``--genotype`` argument names, tried in this order.
+
+    1. a run directory of a search (its ``genotype.yaml``);
+    2. a genotype file (``genotype.yaml``, or a text file holding a native string of ``space``);
+    3. a published genotype of any registered space (``DARTS_V2``, ``GDAS_V1``, ...);
+    4. a native genotype string of ``space`` (an NB201 arch string, a ``Genotype(...)``, ...).
+
+    Args:
+        text: The argument.
+        space: The configured space (``model.space``): the one a bare string belongs to.
+
+    Returns:
+        ``(space, genotype, file)`` with ``file`` the genotype file read, None for a name or a string.
+        The space may differ from ``space`` (a published name or file of another space): the
+        caller compares it with its config.
+
+    Raises:
+        UserError: naming the four forms and the published names when ``text`` is none of them.
+    """
+    text = str(text)
+    path = Path(text) if len(text) < 4096 else None
+    if path is not None and path.is_dir():
+        found = path / GENOTYPE
+        if not found.is_file():
+            raise UserError(f"--genotype {text!r} is a directory without {GENOTYPE}; pass the run directory of "
+                            "a search that finished an epoch (or its genotype.yaml)")
+        return (*load_genotype(found, None), found)
+    if path is not None and path.is_file():
+        return (*load_genotype(path, space), path)
+    names = published_names()
+    if text in names:
+        owner = get_space(names[text])
+        return owner, owner.published[text], None
+    listed = ", ".join(f"{name} ({owner})" for name, owner in names.items()) or "none registered"
+    looks_like_path = "/" in text or text.endswith((".yaml", ".yml", ".txt"))
+    looks_like_name = text.replace("_", "").replace("-", "").isalnum()
+    if space is None or looks_like_name or looks_like_path:
+        where = f"a genotype string of the {space} space" if space else "a genotype string"
+        missing = " (no file or directory of that name exists)" if looks_like_path else ""
+        raise UserError(f"--genotype {brief(text)} is not a run directory, a genotype file{missing}, a published "
+                        f"name ({listed}) or {where}; pass one of them")
+    found = get_space(space)
+    return found, found.parse(text), None  # a UserError naming the string's expected form if malformed
