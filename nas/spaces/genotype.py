@@ -104,14 +104,18 @@ def resolve_genotype(text: str, space: str | None = None) -> tuple[SearchSpace, 
         UserError: naming the four forms and the published names when ``text`` is none of them.
     """
     text = str(text)
-    path = Path(text) if len(text) < 4096 else None
-    if path is not None and path.is_dir():
+    path = Path(text)
+    try:  # a long genotype string is no file name (ENAMETOOLONG)
+        kind = "dir" if path.is_dir() else "file" if path.is_file() else None
+    except (OSError, ValueError):
+        kind = None
+    if kind == "dir":
         found = path / GENOTYPE
         if not found.is_file():
             raise UserError(f"--genotype {text!r} is a directory without {GENOTYPE}; pass the run directory of "
                             "a search that finished an epoch (or its genotype.yaml)")
         return (*load_genotype(found, None), found)
-    if path is not None and path.is_file():
+    if kind == "file":
         return (*load_genotype(path, space), path)
     names = published_names()
     if text in names:
