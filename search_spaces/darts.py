@@ -562,3 +562,11 @@ class DartsSpace(SearchSpace):
 
 
 DARTS_SPACE = register_space(DartsSpace())
+
+
+def __getattr__(attr: str):
+    # 0.1 path of the timm entry point, which moved to search_spaces.timm_models (kept for one release).
+    if attr == "darts_network":
+        from .timm_models import darts_network
+        return darts_network
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

@@ -332,3 +332,11 @@ class MobileNetSpace(SearchSpace):
 
 
 MOBILENET_SPACE = register_space(MobileNetSpace())
+
+
+def __getattr__(attr: str):
+    # 0.1 path of the timm entry point, which moved to search_spaces.timm_models (kept for one release).
+    if attr == "mobilenet_searched":
+        from .timm_models import mobilenet_searched
+        return mobilenet_searched
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

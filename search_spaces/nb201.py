@@ -289,3 +289,11 @@ class NB201Space(SearchSpace):
 
 
 NB201_SPACE = register_space(NB201Space())
+
+
+def __getattr__(attr: str):
+    # 0.1 path of the timm entry point, which moved to search_spaces.timm_models (kept for one release).
+    if attr == "nb201_network":
+        from .timm_models import nb201_network
+        return nb201_network
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

@@ -87,7 +87,7 @@ def test_extending_a_retraining_re_plans_its_cosine(tmp_path, capsys):
     assert train_final.main(["--resume", str(run), "train.epochs=2"]) == 0
     out = capsys.readouterr().out
     lr = 0.02 + 0.5 * (0.08 - 0.02) * (1 + math.cos(math.pi * 1 / 2))  # cosine over 2 epochs, epoch index 1
-    assert f"train.epochs 1 -> 2: the schedules (lr) are re-planned over 2 epochs" in out
+    assert "train.epochs 1 -> 2: the schedules (lr) are re-planned over 2 epochs" in out
     assert f"epoch 2 runs at lr {lr:.4g} (epoch 1 ran at 0.08)" in out
     records = metrics(run)
     assert [m["epoch"] for m in records] == [1, 2] and records[1]["lr"] == pytest.approx(lr)
