@@ -144,6 +144,10 @@ def test_a_retrained_network_loads_with_timm_create_model(tmp_path, space, genot
     reference.load_state_dict(load_checkpoint(out / "checkpoint.pt")["model"])
     x = torch.randn(4, 3, *(2 * [32 if space == "darts" else 16]))
     untrained = timm.create_model(recorded["model_name"], **recorded["model_args"]).eval()
+    # timm also reads the training checkpoint itself (its "model" entry)
+    from_checkpoint = timm.create_model(recorded["model_name"], checkpoint_path=str(out / "checkpoint.pt"),
+                                        **recorded["model_args"]).eval()
     with torch.no_grad():
         assert torch.equal(model(x), reference.eval()(x))
+        assert torch.equal(from_checkpoint(x), model(x))
         assert not torch.allclose(untrained(x), model(x))  # the weights did load

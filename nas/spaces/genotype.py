@@ -46,12 +46,14 @@ def save_genotype(path: str | Path, record: dict) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 
-def load_genotype(path: str | Path, space: str | None = None) -> tuple[SearchSpace, Any]:
+def load_genotype(path: str | Path, space: str | None = None,
+                  bare_space: str | None = None) -> tuple[SearchSpace, Any]:
     """Reads ``genotype.yaml`` (or a bare native string in a text file).
 
     Args:
         path: The file.
         space: If given, the space the genotype must belong to.
+        bare_space: The space of a bare string (when ``space`` is not given); a record names its own.
 
     Returns:
         ``(space, genotype)``.
@@ -63,9 +65,9 @@ def load_genotype(path: str | Path, space: str | None = None) -> tuple[SearchSpa
     path = Path(path)
     data = read_user_yaml(path, "genotype file", missing="pass RUN_DIR/genotype.yaml of a search")
     if isinstance(data, str):  # a bare arch string: the space must be given
-        if space is None:
+        if (space or bare_space) is None:
             raise UserError(f"{str(path)!r} holds a bare genotype string; name its space or use genotype.yaml")
-        data = {"space": space, "genotype": data}
+        data = {"space": space or bare_space, "genotype": data}
     if not isinstance(data, dict) or "space" not in data or "genotype" not in data:
         raise UserError(f"{str(path)!r} is not a genotype file: it needs 'space' and 'genotype' keys")
     if space is not None and data["space"] != space:
@@ -116,7 +118,7 @@ def resolve_genotype(text: str, space: str | None = None) -> tuple[SearchSpace, 
                             "a search that finished an epoch (or its genotype.yaml)")
         return (*load_genotype(found, None), found)
     if kind == "file":
-        return (*load_genotype(path, space), path)
+        return (*load_genotype(path, bare_space=space), path)
     names = published_names()
     if text in names:
         owner = get_space(names[text])
