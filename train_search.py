@@ -1,5 +1,8 @@
 """Search a cell: ``python train_search.py [--config FILE] [--out DIR] [--resume DIR] [key=value ...]``.
 
+``--resume DIR search.epochs=N`` extends a finished search to N epochs; the lr
+cosine and the temperature schedule are re-planned over N epochs (printed).
+
 Writes RUN_DIR/config.yaml (resolved), metrics.jsonl, checkpoint.pt and
 genotype.yaml. Any bad input is one line on stderr and exit status 2;
 SIGINT/SIGTERM checkpoint the current step and exit 130/143.
@@ -17,12 +20,12 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 def run(args: argparse.Namespace) -> int:
     import search_spaces  # noqa: F401  (registers the spaces)
     from nas.cli.build import build_searcher
-    from nas.cli.run_command import open_run_dir, report_stop, resolve_run, stop_signals
+    from nas.cli.run_command import open_run_dir, report_stop, resolve_run, save_config, stop_signals
     from nas.utils.errors import UserError
     from nas.spaces.genotype import GENOTYPE
     from nas.engine.loop import CHECKPOINT, RunDiverged, RunInterrupted
 
-    cfg, out = resolve_run(args, DEFAULT_CONFIG, CHECKPOINT)
+    cfg, out = resolve_run(args, DEFAULT_CONFIG, CHECKPOINT, epochs_key="search.epochs")
     searcher = build_searcher(cfg)  # everything that can fail on bad input fails here, before writing
     main_rank = searcher.dist.is_main
     say = print if main_rank else (lambda *a, **k: None)
@@ -42,12 +45,17 @@ def run(args: argparse.Namespace) -> int:
     with stop_signals(searcher.request_stop):
         if args.resume and (out / CHECKPOINT).exists():
             searcher.resume(out / CHECKPOINT)
+            notice = searcher.replan_notice()
+            if notice:
+                say(notice)
             if searcher.epoch >= cfg.search.epochs:
                 say(f"{out} already finished all {cfg.search.epochs} epochs")
             else:
                 say(f"resumed {out} at epoch {searcher.epoch + 1}, step {searcher.step}")
         elif args.resume:
             say(f"{out} has no checkpoint yet (stopped before its first one): starting it from the beginning")
+        if args.resume and main_rank:  # the checkpoint fits: record a changed search.epochs
+            save_config(out, cfg)
         s = searcher.supernet
         ranks = f", {searcher.dist.world_size} processes" if searcher.dist.enabled else ""
         say(f"search space {cfg.model.space} ({cfg.model.mode}), {cfg.data.dataset}: "
@@ -66,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
                 tensorboard.close()
     if final:
         say(f"derived genotype: {final['genotype']}")
+        if "derived_cost" in final and searcher.cost is not None:
+            say(f"cost of the derived genotype (the search's {searcher.cost.tables.metric} model, its supernet's "
+                f"width and input size): {final['derived_cost']:,.6g} {searcher.cost.tables.metric}")
         if "settling" in final:
             from nas.engine.settling import summary_line
             say(summary_line(final["settling"], final["epoch"]))

@@ -10,6 +10,7 @@ from nas.spaces.space import SearchSpace, get_space as get
 from . import nb201  # noqa: F401  (registers "nb201")
 from . import darts  # noqa: F401  (registers "darts")
 from . import mobilenet  # noqa: F401  (registers "mobilenet")
+from . import timm_models  # noqa: F401  (registers the timm entry points)
 
 
 def names() -> list[str]:

@@ -30,7 +30,6 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-from timm.models import register_model
 from timm.layers import drop_path
 
 from nas.sampling.architecture import Architecture, ArchSample
@@ -41,6 +40,7 @@ from nas.layers.op_traits import LEARNED, PARAMETER_FREE, SKIP, ZERO, OpTraits
 from nas.layers.gates import SAMPLED_OP, StraightThroughBatchNorm2d
 from nas.spaces.space import SearchSpace, register_space
 from nas.layers.supernet import Supernet
+from nas.layers.timm_head import TimmClassifier, global_pool as timm_global_pool
 
 OP_NAMES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
             "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -451,7 +451,7 @@ class DartsSupernet(Supernet):
                 for e, edge in enumerate(cell.edges)]
 
 
-class NetworkCIFAR(nn.Module):
+class NetworkCIFAR(TimmClassifier, nn.Module):
     """The discrete network of a genotype, as DARTS's model.py ``NetworkCIFAR`` trains it.
 
     Args:
@@ -461,10 +461,14 @@ class NetworkCIFAR(nn.Module):
             mode ``forward`` then returns ``(logits, aux_logits)``.
         drop_path_prob: Drop-path probability in training; an attribute, so a
             training loop can ramp it per epoch.
+        global_pool: timm's pooling type before the classifier (``avg`` as DARTS).
+
+    timm's classifier interface (``forward_features``, ``forward_head``,
+    ``reset_classifier``, ...): see ``nas.layers.timm_head``.
     """
 
     def __init__(self, genotype: Genotype, num_classes: int = 10, C: int = 36, N: int = 6, in_channels: int = 3,
-                 auxiliary: bool = False, drop_path_prob: float = 0.0):
+                 auxiliary: bool = False, drop_path_prob: float = 0.0, global_pool: str = "avg"):
         super().__init__()
         self.genotype = genotype
         self.drop_path_prob = drop_path_prob
@@ -472,19 +476,38 @@ class NetworkCIFAR(nn.Module):
             C, N, in_channels, lambda *args: DartsCell(genotype, *args))
         self.aux_index = 2 * len(self.cells) // 3
         self.auxiliary_head = AuxiliaryHeadCIFAR(widths[self.aux_index], num_classes) if auxiliary else None
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(widths[-1], num_classes)
+        self.num_classes, self.num_features = num_classes, widths[-1]
+        self.global_pool = timm_global_pool(global_pool)
+        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        # x: [B, in_channels, H, W] -> logits [B, num_classes] (and aux logits [B, num_classes])
+    def _cells(self, x: torch.Tensor, auxiliary: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # x: [B, in_channels, H, W] -> last cell output [B, num_features, H / 4, W / 4], aux logits or None
         aux_logits = None
         s0 = s1 = self.stem(x)  # [B, 3C, H, W]
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self.aux_index and self.auxiliary_head is not None and self.training:
+            if auxiliary and i == self.aux_index:
                 aux_logits = self.auxiliary_head(s1)
-        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return s1, aux_logits
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, in_channels, H, W] -> [B, num_features, H / 4, W / 4]
+        return self._cells(x, auxiliary=False)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        # x: [B, in_channels, H, W] -> logits [B, num_classes] (and aux logits [B, num_classes])
+        s1, aux_logits = self._cells(x, auxiliary=self.auxiliary_head is not None and self.training)
+        logits = self.forward_head(s1)
         return logits if aux_logits is None else (logits, aux_logits)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """As ``TimmClassifier``; the auxiliary head (if any) gets a new classifier too, or goes with 0 classes."""
+        super().reset_classifier(num_classes, global_pool)
+        if self.auxiliary_head is not None and num_classes <= 0:
+            self.auxiliary_head = None
+        elif self.auxiliary_head is not None:
+            aux = self.auxiliary_head.classifier
+            self.auxiliary_head.classifier = nn.Linear(aux.in_features, num_classes, device=aux.weight.device)
 
 
 # --------------------------------------------------------------------------- the space
@@ -499,6 +522,7 @@ class DartsSpace(SearchSpace):
     name = "darts"
     op_names = OP_NAMES
     derivation_rules = DERIVATION_RULES
+    published = PUBLISHED
     gdas_gate = GDAS_GATE  # the default GDAS gradient rule (model.gdas_gate="")
 
     supernet_arguments = frozenset({"C", "N", "edge_normalization", "gdas_gate", "aux_skip", "bn_layout"})
@@ -562,20 +586,9 @@ class DartsSpace(SearchSpace):
 DARTS_SPACE = register_space(DartsSpace())
 
 
-@register_model
-def darts_network(pretrained: bool = False, genotype: str | Genotype = "", num_classes: int = 10, C: int = 36,
-                  N: int = 6, in_chans: int = 3, auxiliary: bool = False, drop_path_prob: float = 0.0,
-                  **kwargs) -> NetworkCIFAR:
-    """timm entry point: ``timm.create_model("darts_network", genotype="Genotype(...)", num_classes=10)``.
-
-    ``kwargs`` takes what timm's factory passes along (``pretrained_cfg``,
-    ``cache_dir``, ...), which a searched network has no use for.
-    """
-    if pretrained:
-        raise UserError("no pretrained weights exist for searched DARTS networks; use pretrained=False")
-    if not genotype:
-        raise UserError("darts_network needs genotype='Genotype(normal=[...], ...)' or a name in PUBLISHED")
-    if isinstance(genotype, str) and genotype in PUBLISHED:
-        genotype = PUBLISHED[genotype]
-    return DARTS_SPACE.build_network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_chans,
-                                     auxiliary=auxiliary, drop_path_prob=drop_path_prob)
+def __getattr__(attr: str):
+    # 0.1 path of the timm entry point, which moved to search_spaces.timm_models (kept for one release).
+    if attr == "darts_network":
+        from .timm_models import darts_network
+        return darts_network
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

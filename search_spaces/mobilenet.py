@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from timm.layers import BatchNormAct2d, create_conv2d
-from timm.models import register_model
 from timm.models._efficientnet_blocks import InvertedResidual
 from timm.models._efficientnet_builder import decode_arch_def, round_channels
 from timm.models.efficientnet import EfficientNet
@@ -234,22 +233,36 @@ class MobileNetSupernet(Supernet):
         return [("layers", row, layer) for row, layer in zip(self.rows, self.layers)]
 
 
+class SearchedEfficientNet(EfficientNet):
+    """timm's ``EfficientNet`` of a genotype (affine BN with running stats), via ``decode_arch_def``.
+
+    A subclass only so that timm's ``build_model_with_cfg`` can construct it from
+    keyword arguments (and wrap it for ``features_only``); the modules and the
+    state_dict keys are EfficientNet's.
+    """
+
+    def __init__(self, genotype: MobileNetGenotype, num_classes: int = 10, C: int = STEM_WIDTH, in_chans: int = 3,
+                 input_size: int = 32, head_width: int = HEAD_WIDTH, drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, global_pool: str = "avg"):
+        widths = Widths.of(C, head_width)
+        stem_stride, _ = stage_strides(input_size)
+        super().__init__(decode_arch_def(genotype.arch_def(input_size)), num_classes=num_classes,
+                         num_features=widths.head, in_chans=in_chans, stem_size=STEM_WIDTH,
+                         round_chs_fn=functools.partial(round_channels, multiplier=widths.multiplier),
+                         act_layer=ACT, drop_rate=drop_rate, drop_path_rate=drop_path_rate, global_pool=global_pool)
+        if stem_stride == 1:  # EfficientNet's stem always strides 2; a 3x3 conv pads 1 at either stride
+            self.conv_stem.stride = (1, 1)
+            for info in self.feature_info:
+                info["reduction"] //= 2
+        self.genotype = genotype
+
+
 def build_efficientnet(genotype: MobileNetGenotype, num_classes: int = 10, C: int = STEM_WIDTH,
                        in_chans: int = 3, input_size: int = 32, head_width: int = HEAD_WIDTH,
                        drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> EfficientNet:
-    """timm's ``EfficientNet`` of a genotype (affine BN with running stats), via ``decode_arch_def``."""
-    widths = Widths.of(C, head_width)
-    stem_stride, _ = stage_strides(input_size)
-    model = EfficientNet(decode_arch_def(genotype.arch_def(input_size)), num_classes=num_classes,
-                         num_features=widths.head, in_chans=in_chans, stem_size=STEM_WIDTH,
-                         round_chs_fn=functools.partial(round_channels, multiplier=widths.multiplier),
-                         act_layer=ACT, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-    if stem_stride == 1:  # EfficientNet's stem always strides 2; a 3x3 conv pads 1 at either stride
-        model.conv_stem.stride = (1, 1)
-        for info in model.feature_info:
-            info["reduction"] //= 2
-    model.genotype = genotype
-    return model
+    """timm's ``EfficientNet`` of a genotype (a ``SearchedEfficientNet``)."""
+    return SearchedEfficientNet(genotype, num_classes=num_classes, C=C, in_chans=in_chans, input_size=input_size,
+                                head_width=head_width, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 # --------------------------------------------------------------------------- the space
@@ -333,19 +346,9 @@ class MobileNetSpace(SearchSpace):
 MOBILENET_SPACE = register_space(MobileNetSpace())
 
 
-@register_model
-def mobilenet_searched(pretrained: bool = False, genotype: str | MobileNetGenotype = "", num_classes: int = 10,
-                       in_chans: int = 3, input_size: int = 32, C: int = STEM_WIDTH, head_width: int = HEAD_WIDTH,
-                       drop_rate: float = 0.0, drop_path_rate: float = 0.0, **kwargs) -> EfficientNet:
-    """timm entry point: ``timm.create_model("mobilenet_searched", genotype="[['ir_r1_k3_s1_e6_c16'], ...]")``.
-
-    ``kwargs`` takes what timm's factory passes along (``pretrained_cfg``, ...).
-    """
-    if pretrained:
-        raise UserError("no pretrained weights exist for searched mobilenet networks; use pretrained=False")
-    if not genotype:
-        raise UserError("mobilenet_searched needs genotype=\"[['ir_r1_k3_s1_e6_c16'], ...]\" (a timm arch_def)")
-    if isinstance(genotype, str):
-        genotype = MobileNetGenotype.parse(genotype)
-    return build_efficientnet(genotype, num_classes=num_classes, C=C, in_chans=in_chans, input_size=input_size,
-                              head_width=head_width, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+def __getattr__(attr: str):
+    # 0.1 path of the timm entry point, which moved to search_spaces.timm_models (kept for one release).
+    if attr == "mobilenet_searched":
+        from .timm_models import mobilenet_searched
+        return mobilenet_searched
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

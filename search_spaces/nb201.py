@@ -26,7 +26,6 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-from timm.models import register_model
 
 from nas.sampling.architecture import Architecture, ArchSample
 from nas.layers.choice import ChoiceLayer
@@ -36,6 +35,7 @@ from nas.layers.op_traits import LEARNED, PARAMETER_FREE, SKIP, ZERO, OpTraits
 from nas.spaces.space import SearchSpace, register_space
 from nas.layers.gates import ALL_OPS
 from nas.layers.supernet import Supernet
+from nas.layers.timm_head import TimmClassifier, global_pool as timm_global_pool
 from nas.utils.yamlio import brief
 
 OP_NAMES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -215,21 +215,33 @@ class NB201Supernet(Supernet):
                 for e, edge in enumerate(cell.edges)]
 
 
-class NB201Network(nn.Module):
-    """The discrete NB201 network of a genotype, as the benchmark trains it."""
+class NB201Network(TimmClassifier, nn.Module):
+    """The discrete NB201 network of a genotype, as the benchmark trains it.
+
+    timm's classifier interface (``forward_features``, ``forward_head``,
+    ``reset_classifier``, ...): see ``nas.layers.timm_head``.
+    """
 
     def __init__(self, genotype: NB201Genotype, num_classes: int = 10, C: int = 16, N: int = 5,
-                 in_channels: int = 3):
+                 in_channels: int = 3, global_pool: str = "avg"):
         super().__init__()
         self.genotype = genotype
-        self.stem, self.cells, self.head, C_out = _macro(C, N, in_channels, lambda c: NB201Cell(c, genotype))
-        self.classifier = nn.Linear(C_out, num_classes)
+        self.stem, self.cells, head, C_out = _macro(C, N, in_channels, lambda c: NB201Cell(c, genotype))
+        self.head = head[:2]  # BN, ReLU (the state_dict keys head.0.* stay those of the full head)
+        self.num_classes, self.num_features = num_classes, C_out
+        self.global_pool = timm_global_pool(global_pool)
+        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, in_channels, H, W] -> [B, 4C, H / 4, W / 4]
         x = self.stem(x)
         for cell in self.cells:
             x = cell(x)
-        return self.classifier(self.head(x))
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, in_channels, H, W] -> logits [B, num_classes]
+        return self.forward_head(self.forward_features(x))
 
 
 class NB201Space(SearchSpace):
@@ -296,16 +308,9 @@ class NB201Space(SearchSpace):
 NB201_SPACE = register_space(NB201Space())
 
 
-@register_model
-def nb201_network(pretrained: bool = False, genotype: str | NB201Genotype = "", num_classes: int = 10,
-                  C: int = 16, N: int = 5, in_chans: int = 3, **kwargs) -> NB201Network:
-    """timm entry point: ``timm.create_model("nb201_network", genotype="|...|", num_classes=10)``.
-
-    ``kwargs`` takes what timm's factory passes along (``pretrained_cfg``,
-    ``cache_dir``, ...), which a searched network has no use for.
-    """
-    if pretrained:
-        raise UserError("no pretrained weights exist for searched NB201 networks; use pretrained=False")
-    if not genotype:
-        raise UserError("nb201_network needs genotype='|op~0|+|...|' (an NB201 arch string)")
-    return NB201_SPACE.build_network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_chans)
+def __getattr__(attr: str):
+    # 0.1 path of the timm entry point, which moved to search_spaces.timm_models (kept for one release).
+    if attr == "nb201_network":
+        from .timm_models import nb201_network
+        return nb201_network
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

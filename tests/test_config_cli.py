@@ -373,7 +373,8 @@ def _bad_cases(tmp: Path, run_dir: Path) -> dict[str, tuple[list, list[str], Pat
                           out["cifar_missing"]),
         "resume_no_config": (["--resume", empty, *TINY], [str(empty), "config.yaml"], empty),
         "same_out_again": (["--out", run_dir, *TINY], ["--resume", str(run_dir)], run_dir),
-        "resume_conflict": (["--resume", run_dir, "search.epochs=3"], ["search.epochs"], run_dir),
+        # (search.epochs may change on resume: it extends the run, see test_extend_run.py)
+        "resume_conflict": (["--resume", run_dir, "search.tau_max=3"], ["search.tau_max"], run_dir),
         "resume_other_out": (["--resume", run_dir, "--out", tmp / "elsewhere"], ["--resume"], tmp / "elsewhere"),
     }
 
@@ -414,8 +415,8 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(bad_runs, case):
 def test_cli_resume_conflict_names_only_the_changed_key(bad_runs):
     p, _, _, _ = bad_runs["resume_conflict"]
     msg = p.stderr
-    assert "search.epochs" in msg
-    for other in ("data.dataset", "model.C", "data.batch_size"):
+    assert "search.tau_max" in msg
+    for other in ("data.dataset", "model.C", "data.batch_size", "search.epochs"):
         assert other not in msg
 
 

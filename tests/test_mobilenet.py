@@ -168,7 +168,8 @@ def test_timm_create_model_builds_the_discrete_network():
     text = SPACE.format(genotype)
     model = timm.create_model("mobilenet_searched", genotype=text, num_classes=10, **SMALL)
     net = SPACE.build_network(text, num_classes=10, N=4, **SMALL)
-    assert type(model).__name__ == type(net).__name__ == "EfficientNet"
+    assert type(model) is type(net) and isinstance(net, timm.models.efficientnet.EfficientNet)
+    assert model.state_dict().keys() == net.state_dict().keys()
     assert count(model) == count(net)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert model.forward_features(torch.zeros(1, 3, 32, 32)).shape[-2:] == (4, 4)  # CIFAR: total stride 8

@@ -1,7 +1,6 @@
 """The run directory's guarantees: its history, its lock, what is checkpointed and what a resume accepts."""
 import errno
 import json
-import math
 import os
 import subprocess
 import sys

@@ -149,9 +149,13 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
     return searcher
 
 
-def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | Path | None = None,
+def build_final_trainer(cfg: Config, genotype_path: str | Path | tuple, out_dir: str | Path | None = None,
                         log=print):
-    """Builds the discrete network of a genotype file, its data and its training loop.
+    """Builds the discrete network of a genotype, its data and its training loop.
+
+    Args:
+        genotype_path: A genotype file, or a ``(space, genotype)`` pair already resolved
+            (``nas.spaces.genotype.resolve_genotype``).
 
     Returns:
         ``(trainer, space, genotype)``.
@@ -162,9 +166,12 @@ def build_final_trainer(cfg: Config, genotype_path: str | Path, out_dir: str | P
     ctx = init_distributed(cfg.device)
     device = resolve_device(cfg.device, ctx.local_rank)
     get_space(cfg.model.space)  # a user's space (module:Attribute) is imported as the config names it
-    space, genotype = load_genotype(genotype_path)
+    if isinstance(genotype_path, tuple):
+        (space, genotype), where = genotype_path, "--genotype"
+    else:
+        (space, genotype), where = load_genotype(genotype_path), repr(str(genotype_path))
     if space.name != cfg.model.space:
-        raise UserError(f"{str(genotype_path)!r} holds a {space.name} genotype but the config searches "
+        raise UserError(f"{where} holds a {space.name} genotype but the config searches "
                         f"{cfg.model.space!r}; set model.space={space.name} (and its model.C/model.N)")
     space_arguments(cfg, space, network=True)  # a setting the space does not take fails before any work
     seed_everything(cfg.seed, cfg.deterministic)

@@ -2,7 +2,10 @@
 
 A run directory holds ``config.yaml`` (the resolved config) and a checkpoint.
 ``--resume DIR`` continues it with that config; giving a different one is an
-error naming the keys that differ. A run holds an exclusive lock on
+error naming the keys that differ, except the run's length (``search.epochs``,
+``train.epochs``): ``--resume DIR search.epochs=N`` extends a finished run (or
+shortens an unfinished one), re-planning the schedules over N epochs
+(``EpochLoop.replan_notice`` says how) and rewriting ``config.yaml``. A run holds an exclusive lock on
 ``DIR/.lock`` (``fcntl.flock``, released by the kernel when the process ends)
 for its whole life, so a second run into the same directory is refused.
 """
@@ -50,8 +53,10 @@ def guarded_main(run: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return 130
 
 
-def resolve_run(args: argparse.Namespace, default_config: Path, checkpoint: str):
+def resolve_run(args: argparse.Namespace, default_config: Path, checkpoint: str, epochs_key: str = ""):
     """Reads and validates the config of a new or resumed run.
+
+    ``epochs_key`` (``search.epochs``, ``train.epochs``) is the one key a resume may change.
 
     Returns:
         ``(cfg, out_dir, config_path_or_None)``; nothing is written yet.
@@ -68,7 +73,8 @@ def resolve_run(args: argparse.Namespace, default_config: Path, checkpoint: str)
         cfg = build_config(saved)
         if args.config or args.overrides:
             given = load_config(args.config, args.overrides) if args.config else build_config(saved, args.overrides)
-            changed = diff_configs(cfg, given)
+            changed = [k for k in diff_configs(cfg, given) if k != epochs_key]
+            cfg = given if not changed else cfg
             if changed:
                 raise UserError(f"--resume {out} was run with a different config ({', '.join(changed)} differ); "
                                 "drop --config/overrides or start a new run with --out")
@@ -152,6 +158,19 @@ def open_run_dir(out: Path, cfg, resume: bool, checkpoint: str = "checkpoint.pt"
             atomic_write(out / CONFIG, lambda f: f.write(text), mode="w")
     except OSError as e:
         raise UserError(f"cannot write to output directory {str(out)!r}: {e.strerror}; choose another --out") from None
+
+
+def save_config(out: Path, cfg) -> None:
+    """Rewrites ``DIR/config.yaml`` atomically (a resumed run whose length changed)."""
+    import yaml
+
+    from ..utils.atomic import atomic_write
+
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    try:
+        atomic_write(out / CONFIG, lambda f: f.write(text), mode="w")
+    except OSError as e:
+        raise UserError(f"cannot write {out / CONFIG} ({e.strerror}); free disk space and resume again") from None
 
 
 @contextlib.contextmanager

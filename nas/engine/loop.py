@@ -106,6 +106,7 @@ class EpochLoop:
     checkpoint_key = "model"      # a key only this loop's checkpoints hold
     wrong_checkpoint = "was not written by this loop"
     divergence_hint = "lower {key}"  # {key}: the config key blamed (``divergence_key``) with its value
+    epochs_key = ""  # the config key of ``epochs``: a resumed run may change it (extend or shorten the run)
 
     def __init__(self, epochs: int, checkpoint_every: int = 0, out_dir: str | Path | None = None,
                  log: Callable[[str], None] = print, dist: DistContext | None = None):
@@ -120,6 +121,7 @@ class EpochLoop:
         self.epoch_hooks: list[Callable[[dict], None]] = []  # called with each epoch's metrics (TensorBoard, ...)
         self._partial: dict | None = None  # running sums of an epoch resumed (or checkpointed) mid-way
         self.run_config: dict | None = None  # the resolved config (``Config.to_dict()``), stored in checkpoints
+        self.extended_from: int | None = None  # the epochs a resumed checkpoint was planned for, if not ``epochs``
 
     # ----------------------------------------------------------------- implemented by subclasses
     def train_epoch(self, epoch: int) -> dict:
@@ -137,6 +139,10 @@ class EpochLoop:
     def describe_epoch(self, metrics: dict) -> str:
         """The epoch's log line(s)."""
         raise NotImplementedError
+
+    def schedule_at(self, epoch: int) -> dict[str, float]:
+        """The values of the epoch-based schedules at zero-based ``epoch`` (named as in the epoch metrics)."""
+        return {}
 
     def network(self) -> torch.nn.Module:
         """The module whose parameters and buffers must stay finite."""
@@ -313,6 +319,10 @@ class EpochLoop:
         if self.checkpoint_key not in state:
             raise UserError(f"{str(checkpoint)!r} {self.wrong_checkpoint}")
         self._check_config(state, checkpoint)
+        done = state.get("epoch")
+        if self.extended_from is not None and type(done) is int and done > self.epochs:
+            raise UserError(f"{str(checkpoint)!r} has completed {done} epochs; {self.epochs_key} must be at least "
+                            f"{done} to continue it, got {self.epochs}")
         self._check_position(state, checkpoint)
         try:
             self.load_state_dict(state)
@@ -340,9 +350,33 @@ class EpochLoop:
                             "it cannot be checked against this run: start a new run")
         mine, theirs = flatten(self.run_config), flatten(saved)
         changed = sorted(k for k in mine if k in theirs and mine[k] != theirs[k])
+        if self.epochs_key in changed:  # a run extended (or shortened): its schedules are re-planned
+            changed.remove(self.epochs_key)
+            if type(theirs[self.epochs_key]) is int:
+                self.extended_from = theirs[self.epochs_key]
         if changed:
             raise UserError(f"checkpoint {str(checkpoint)!r} was written by a run with another config "
                             f"({_names(changed)} differ); resume it with its own config.yaml or start a new run")
+
+    def replan_notice(self) -> str | None:
+        """After resuming with another ``epochs``: one line saying how the schedules change (None otherwise).
+
+        Every schedule over the epochs (the cosine lr, the Gumbel temperature, ...) is a
+        function of ``(epoch, epochs)``, so with the new ``epochs`` it is re-planned as if
+        the run had had that length from the start; the epochs already run keep their values.
+        """
+        if self.extended_from is None:
+            return None
+        head = f"{self.epochs_key} {self.extended_from} -> {self.epochs}"
+        if self.epoch >= self.epochs:
+            return f"{head}: all {self.epochs} epochs are already done"
+        now = self.schedule_at(self.epoch)
+        then = self.history[-1] if self.history else {}
+        values = ", ".join(f"{k} {v:.4g}" + (f" (epoch {self.epoch} ran at {then[k]:.4g})" if k in then else "")
+                           for k, v in now.items())
+        return (f"{head}: the schedules ({', '.join(now) or 'none'}) are re-planned over {self.epochs} epochs, as "
+                f"if the run had been {self.epochs} epochs long from the start; epoch {self.epoch + 1} runs at "
+                f"{values}")
 
     def _check_position(self, state: dict, checkpoint) -> None:
         """Type and range checks of the fields every checkpoint holds (a hand-made one is one line, not a traceback)."""

@@ -72,6 +72,7 @@ class Searcher(EpochLoop):
 
     checkpoint_key = "arch_optimizer"
     wrong_checkpoint = "is not a search checkpoint (train_final.py wrote it?)"
+    epochs_key = "search.epochs"
     divergence_hint = "lower {key} or set search.on_nonfinite=skip"
     # Bits of the non-finite flag: which step of an iteration failed, and whether the arch step's loss
     # itself was non-finite (its forward sees finite logits, so then the weights are to blame).
@@ -405,8 +406,16 @@ class Searcher(EpochLoop):
         parts.append(f"entropy {mean_entropy:.3f}")
         if "settling" in m:
             parts.append(settling.describe(m["settling"]))
+        if "derived_cost" in m and self.cost is not None:  # the cost model's figure for the derived genotype
+            parts.append(f"cost {m['derived_cost']:.4g} {self.cost.tables.metric}")
         parts.append(f"{m['epoch_time']:.1f}s")
         return "  ".join(parts) + f"\n    {m['genotype']}"
+
+    def schedule_at(self, epoch: int) -> dict[str, float]:
+        """The weights' lr and the temperature at zero-based ``epoch`` under the current ``search.epochs``."""
+        s = self.s
+        return {"lr": self.scheduler._get_lr(epoch)[0],  # what scheduler.step(epoch) will set
+                "tau": tau_at(s.tau_schedule, epoch, s.epochs, s.tau_max, s.tau_min)}
 
     # ----------------------------------------------------------------- state
     def genotype_record(self) -> dict:
@@ -414,7 +423,13 @@ class Searcher(EpochLoop):
         probs = self.supernet.architecture.probabilities()
         return genotype_record(self.space, self.exported_genotype(probs), probs,
                                mode=self.supernet.mode, derivation=self.derivation or self.space.derivation_rules[0],
-                               epoch=self.epoch, **self._settling_summary())
+                               epoch=self.epoch, **self._settling_summary(), **self._cost_summary())
+
+    def _cost_summary(self) -> dict:
+        """``{"cost": {"metric", "derived_cost"}}``: the cost model's figure for the last derived genotype."""
+        if self.cost is None or not self.history or "derived_cost" not in self.history[-1]:
+            return {}
+        return {"cost": {"metric": self.cost.tables.metric, "derived_cost": self.history[-1]["derived_cost"]}}
 
     def _settling_summary(self) -> dict:
         """``{"settling": summary line}`` of the last finished epoch (empty before the first)."""
@@ -439,6 +454,7 @@ class Searcher(EpochLoop):
         self.weight_opt.load_state_dict(state["weight_optimizer"])
         self.arch_opt.load_state_dict(state["arch_optimizer"])
         self.scheduler.load_state_dict(state["weight_scheduler"])
+        self.scheduler.t_initial = self.s.epochs  # the cosine follows search.epochs, which a resume may change
         self.supernet.architecture.generator.set_state(state["gumbel_generator"])
         set_rng_state(state["rng"])
         self.epoch, self.step, self._partial = state["epoch"], state.get("step", 0), state.get("partial")

@@ -63,6 +63,7 @@ class FinalTrainer(EpochLoop):
     test_set = ""  # where the test images come from, in words (written to final.json)
     val_set = ""   # where the validation images come from, in words (written to final.json)
     wrong_checkpoint = "is a search checkpoint, not one of train_final.py"
+    epochs_key = "train.epochs"
     divergence_hint = "lower {key} or set train.grad_clip"
 
     def __init__(self, network: nn.Module, train: TensorLoader, test: TensorLoader,
@@ -192,6 +193,13 @@ class FinalTrainer(EpochLoop):
             atomic_write(self.out_dir / FINAL, lambda f: f.write(text), mode="w")
         return record
 
+    def schedule_at(self, epoch: int) -> dict[str, float]:
+        """The lr (and drop-path probability) at zero-based ``epoch`` under the current ``train.epochs``."""
+        values = {"lr": self.scheduler._get_lr(epoch)[0]}  # what scheduler.step(epoch) will set
+        if self.s.drop_path_prob > 0 and hasattr(self.net, "drop_path_prob"):
+            values["drop_path_prob"] = self.s.drop_path_prob * epoch / self.s.epochs  # as train_epoch ramps it
+        return values
+
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:
         """Weights, optimizer, schedule, position, metrics and RNG states."""
@@ -204,6 +212,7 @@ class FinalTrainer(EpochLoop):
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.t_initial = self.s.epochs  # the cosine follows train.epochs, which a resume may change
         set_rng_state(state["rng"])
         self.epoch, self.step, self._partial = state["epoch"], state["step"], state["partial"]
         self.history = list(state["metrics"])

@@ -50,12 +50,14 @@ def save_genotype(path: str | Path, record: dict) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 
-def load_genotype(path: str | Path, space: str | None = None) -> tuple[SearchSpace, Any]:
+def load_genotype(path: str | Path, space: str | None = None,
+                  bare_space: str | None = None) -> tuple[SearchSpace, Any]:
     """Reads ``genotype.yaml`` (or a bare native string in a text file).
 
     Args:
         path: The file.
         space: If given, the space the genotype must belong to.
+        bare_space: The space of a bare string (when ``space`` is not given); a record names its own.
 
     Returns:
         ``(space, genotype)``.
@@ -67,9 +69,9 @@ def load_genotype(path: str | Path, space: str | None = None) -> tuple[SearchSpa
     path = Path(path)
     data = read_user_yaml(path, "genotype file", missing="pass RUN_DIR/genotype.yaml of a search")
     if isinstance(data, str):  # a bare arch string: the space must be given
-        if space is None:
+        if (space or bare_space) is None:
             raise UserError(f"{str(path)!r} holds a bare genotype string; name its space or use genotype.yaml")
-        data = {"space": space, "genotype": data}
+        data = {"space": space or bare_space, "genotype": data}
     if not isinstance(data, dict) or "space" not in data or "genotype" not in data:
         raise UserError(f"{str(path)!r} is not a genotype file: it needs 'space' and 'genotype' keys")
     if space is not None and data["space"] != space:
@@ -82,3 +84,60 @@ def load_genotype(path: str | Path, space: str | None = None) -> tuple[SearchSpa
                         f"name it in the config (model.space={data['space']}) to load its module")
     found = get_space(data["space"])
     return found, found.parse(str(data["genotype"]))
+
+
+def published_names() -> dict[str, str]:
+    """Published genotype name -> the space that holds it, over every registered space."""
+    from .registry import SEARCH_SPACES
+
+    return {name: space for space in SEARCH_SPACES.names() for name in get_space(space).published}
+
+
+def resolve_genotype(text: str, space: str | None = None) -> tuple[SearchSpace, Any, Path | None]:
+    """What a ``--genotype`` argument names, tried in this order.
+
+    1. a run directory of a search (its ``genotype.yaml``);
+    2. a genotype file (``genotype.yaml``, or a text file holding a native string of ``space``);
+    3. a published genotype of any registered space (``DARTS_V2``, ``GDAS_V1``, ...);
+    4. a native genotype string of ``space`` (an NB201 arch string, a ``Genotype(...)``, ...).
+
+    Args:
+        text: The argument.
+        space: The configured space (``model.space``): the one a bare string belongs to.
+
+    Returns:
+        ``(space, genotype, file)`` with ``file`` the genotype file read, None for a name or a string.
+        The space may differ from ``space`` (a published name or file of another space): the
+        caller compares it with its config.
+
+    Raises:
+        UserError: naming the four forms and the published names when ``text`` is none of them.
+    """
+    text = str(text)
+    path = Path(text)
+    try:  # a long genotype string is no file name (ENAMETOOLONG)
+        kind = "dir" if path.is_dir() else "file" if path.is_file() else None
+    except (OSError, ValueError):
+        kind = None
+    if kind == "dir":
+        found = path / GENOTYPE
+        if not found.is_file():
+            raise UserError(f"--genotype {text!r} is a directory without {GENOTYPE}; pass the run directory of "
+                            "a search that finished an epoch (or its genotype.yaml)")
+        return (*load_genotype(found, None), found)
+    if kind == "file":
+        return (*load_genotype(path, bare_space=space), path)
+    names = published_names()
+    if text in names:
+        owner = get_space(names[text])
+        return owner, owner.published[text], None
+    listed = ", ".join(f"{name} ({owner})" for name, owner in names.items()) or "none registered"
+    looks_like_path = "/" in text or text.endswith((".yaml", ".yml", ".txt"))
+    looks_like_name = text.replace("_", "").replace("-", "").isalnum()
+    if space is None or looks_like_name or looks_like_path:
+        where = f"a genotype string of the {space} space" if space else "a genotype string"
+        missing = " (no file or directory of that name exists)" if looks_like_path else ""
+        raise UserError(f"--genotype {brief(text)} is not a run directory, a genotype file{missing}, a published "
+                        f"name ({listed}) or {where}; pass one of them")
+    found = get_space(space)
+    return found, found.parse(text), None  # a UserError naming the string's expected form if malformed

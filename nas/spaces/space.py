@@ -29,6 +29,7 @@ class SearchSpace:
     # ``register_space`` checks them against the signatures.
     supernet_arguments: frozenset[str] = frozenset()
     network_arguments: frozenset[str] = frozenset()
+    published: dict[str, Any] = {}  # name -> genotype of published cells (``--genotype DARTS_V2``)
 
     def op_traits(self) -> dict[str, OpTraits]:
         """op name -> its declared ``OpTraits`` (zero, parameter-free, skip), for every name in ``op_names``.
