@@ -24,7 +24,7 @@ from .utils.limits import (MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, M
                            MAX_SYNTHETIC_BYTES)
 from .utils.yamlio import YAMLRefused, brief, flatten, load_yaml, read_user_yaml
 
-DATASETS = ("digits", "digits_clutter", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = ("digits", "digits_clutter", "digits_clutter_large", "cifar10", "cifar100", "imagefolder", "synthetic")
 
 
 def _yaml_load(text: str):
@@ -35,7 +35,7 @@ def _yaml_load(text: str):
 class DataConfig:
     """Where the images come from and how they are split and batched."""
 
-    dataset: str = "digits"       # digits | digits_clutter | cifar10 | cifar100 | imagefolder | synthetic
+    dataset: str = "digits"       # digits | digits_clutter | digits_clutter_large | cifar10 | cifar100 | imagefolder | synthetic
     root: str = "data"            # dataset folder (cifar*, imagefolder)
     download: bool = False        # let torchvision fetch CIFAR into root
     split: float = 0.5            # fraction of the training set used for weights; the rest is val

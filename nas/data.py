@@ -145,6 +145,60 @@ def load_digits_clutter(train: bool = True) -> ImageSet:
                     source=source.source.replace("digits'", "digits_clutter's"))
 
 
+# ---- digits_clutter_large (one contiguous block: the loader of the larger cluttered task and its renderer)
+CLUTTER_LARGE_COPIES = {True: 2, False: 7}  # renderings of each digit: 3,000 train / 2,079 test images
+CLUTTER_LARGE_SEED = 2013                    # fixed, and not CLUTTER_SEED: no image repeats digits_clutter's
+
+
+def _render_clutter(digits: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Each 8x8 digit at a random place of a 16x16 canvas over fragments of the others and noise.
+
+    Args:
+        digits: float ``[N, 8, 8]`` in pixel units (0..16).
+        g: The generator every draw comes from (so a fixed seed gives fixed images).
+
+    Returns:
+        uint8 ``[N, 1, 16, 16]``.
+    """
+    n, side, k = len(digits), CLUTTER_CANVAS, CLUTTER_FRAGMENT_SIZE
+    canvas = torch.zeros(n, side, side)
+    for _ in range(CLUTTER_FRAGMENTS):
+        donor = torch.randint(n, (n,), generator=g)
+        fy, fx = torch.randint(8 - k + 1, (2, n), generator=g)
+        rows = (fy[:, None] + torch.arange(k))[:, :, None]
+        cols = (fx[:, None] + torch.arange(k))[:, None, :]
+        top, left = torch.randint(side - k + 1, (2, n), generator=g)
+        _paste_max(canvas, digits[donor[:, None, None], rows, cols], top, left)
+    top, left = torch.randint(side - 8 + 1, (2, n), generator=g)
+    _paste_max(canvas, digits, top, left)  # the digit last, so its strokes are whole
+    canvas += CLUTTER_NOISE * torch.rand(canvas.shape, generator=g)
+    return canvas.clamp(0, 16).round().to(torch.uint8)[:, None]
+
+
+def load_digits_clutter_large(train: bool = True) -> ImageSet:
+    """``digits_clutter`` with several renderings of every digit: 3,000 train / 2,079 test images.
+
+    Rendering ``r`` of the split holds every digit of ``load_digits(train)`` once
+    (same labels, same order), placed and cluttered as in ``load_digits_clutter``
+    (fragments come from digits of the same split only), each rendering from its
+    own fixed seed. The test set is large enough that one image is 0.05%; its
+    2,079 images come from the 297 test digits (7 renderings each), never from a
+    training digit.
+    """
+    source = load_digits(train)
+    digits = source.images[:, 0].float()  # [N, 8, 8]
+    renderings = []
+    for r in range(CLUTTER_LARGE_COPIES[train]):
+        g = torch.Generator().manual_seed(CLUTTER_LARGE_SEED * 100 + r * 2 + (0 if train else 1))
+        renderings.append(_render_clutter(digits, g))
+    images = torch.cat(renderings)
+    labels = source.labels.repeat(CLUTTER_LARGE_COPIES[train])
+    text = source.source.replace("digits'", "digits_clutter_large's").split(":")[0]
+    return ImageSet(images, labels, 10, CLUTTER_MEAN, CLUTTER_STD, scale=16.0, pad=1, flip=False,
+                    source=f"{text}: {len(labels):,} images ({CLUTTER_LARGE_COPIES[train]} renderings of each digit)")
+# ---- end of digits_clutter_large
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Reads CIFAR's python pickles without running code: only numpy arrays and builtins."""
 
@@ -504,7 +558,7 @@ def load_dataset(name: str, root: str | Path = "data", train: bool = True, downl
                  image_size: int = 32, synthetic_size: int = 256, synthetic_classes: int = 4,
                  seed: int = 0, num_workers: int = 0, test_split: float = 0.1,
                  skip_bad_images: bool = False) -> ImageSet:
-    """Loads a dataset by name: ``digits``, ``digits_clutter``, ``cifar10``, ``cifar100``, ``imagefolder`` or ``synthetic``.
+    """Loads a dataset by name: ``digits``, ``digits_clutter``, ``digits_clutter_large``, ``cifar10``, ``cifar100``, ``imagefolder`` or ``synthetic``.
 
     ``test_split`` and ``skip_bad_images`` apply to ``imagefolder`` (see ``load_imagefolder``).
     """
@@ -512,13 +566,15 @@ def load_dataset(name: str, root: str | Path = "data", train: bool = True, downl
         return load_digits(train)
     if name == "digits_clutter":
         return load_digits_clutter(train)
+    if name == "digits_clutter_large":
+        return load_digits_clutter_large(train)
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, root, train, download)
     if name == "imagefolder":
         return load_imagefolder(root, image_size, train, num_workers, test_split, skip_bad_images)
     if name == "synthetic":
         return make_synthetic(synthetic_size, synthetic_classes, image_size, seed=seed, train=train)
-    raise UserError(f"unknown dataset {name!r}; choose from digits, digits_clutter, cifar10, cifar100, imagefolder, synthetic")
+    raise UserError(f"unknown dataset {name!r}; choose from digits, digits_clutter, digits_clutter_large, cifar10, cifar100, imagefolder, synthetic")
 
 
 # --------------------------------------------------------------------------- batching
