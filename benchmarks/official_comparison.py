@@ -61,8 +61,10 @@ from nas.spaces.genotype import GENOTYPE, genotype_record, save_genotype  # noqa
 IMPLEMENTATIONS = ("ours", "official")
 SEARCH_DONE = "search.json"
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
-# The comparison's budget on top of the search config: the shipped discriminative task, 40 epochs.
-DEFAULT_OVERRIDES = ("data.dataset=digits_clutter", "search.epochs=40")
+# The comparison's budget on top of the search config: the shipped discriminative task, 40 epochs, N=2 and
+# no shrinking (the quickstart's settings before it moved to digits_clutter_large with shrinking; the
+# official search has no shrinking).
+DEFAULT_OVERRIDES = ("data.dataset=digits_clutter", "search.epochs=40", "model.N=2", "search.shrink_every=0")
 # Neither side evaluates the supernet during the search (it does not change the search) nor draws figures.
 FIXED_OVERRIDES = ("search.eval_every=0", "search.report=false", "search.progress=false")
 
@@ -154,6 +156,8 @@ def search_official(cfg: Config, log: Callable[[str], None], clip_arch: bool = T
     if cfg.model.mode != "gdas" or not cfg.search.bilevel or cfg.search.tau_schedule != "linear":
         raise UserError("the official GDAS search is bilevel gdas with a linear tau schedule; "
                         "set model.mode=gdas search.bilevel=true search.tau_schedule=linear")
+    if cfg.search.shrink_every:
+        raise UserError("the official GDAS search has no progressive shrinking; set search.shrink_every=0")
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
     data = recorded(build_search_data_from_config(cfg, device))

@@ -26,14 +26,14 @@ from .utils.limits import (MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_GUMBEL_RAO_SA
                            MAX_SYNTHETIC, MAX_SYNTHETIC_BYTES)
 from .utils.yamlio import YAMLRefused, brief, flatten, load_yaml, read_user_yaml
 
-DATASETS = ("digits", "digits_clutter", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = ("digits", "digits_clutter", "digits_clutter_large", "cifar10", "cifar100", "imagefolder", "synthetic")
 
 
 @dataclass
 class DataConfig:
     """Where the images come from and how they are split and batched."""
 
-    dataset: str = "digits"       # digits | digits_clutter | cifar10 | cifar100 | imagefolder | synthetic
+    dataset: str = "digits"       # digits | digits_clutter | digits_clutter_large | cifar10 | cifar100 | imagefolder | synthetic
     root: str = "data"            # dataset folder (cifar*, imagefolder)
     download: bool = False        # let torchvision fetch CIFAR into root
     split: float = 0.5            # fraction of the training set used for weights; the rest is val
@@ -103,6 +103,9 @@ class SearchConfig:
     report: bool = True           # write the PNG report (RUN_DIR/report) at the end; needs matplotlib
     settle_probability: float = 0.5    # an edge settles with top probability >= this (nas/settling.py)
     settle_epochs_fraction: float = 0.25  # ... and its derived op unchanged for this fraction of the epochs so far
+    shrink_every: int = 0         # progressive shrinking: drop each edge's least probable op every K epochs (0: off)
+    shrink_to: int = 1            # ... until this many derivable ops remain per edge
+    shrink_start: int = 0         # ... the first drop ends epoch shrink_start + shrink_every
     nb201_benchmark: str = ""     # NATS-Bench topology file/dir: look up each epoch's derived cell (nb201; "": off)
 
 
@@ -283,6 +286,9 @@ def _check(cfg: Config) -> None:
     need(s.eval_every >= 0, "search.eval_every", f"must be >= 0, got {s.eval_every}")
     need(0 < s.settle_probability <= 1, "search.settle_probability",
          f"must be in (0, 1] (a top op probability), got {s.settle_probability}")
+    need(s.shrink_every >= 0, "search.shrink_every", f"must be >= 0 (epochs between drops; 0: off), got {s.shrink_every}")
+    need(s.shrink_to >= 1, "search.shrink_to", f"must be >= 1 (ops each edge keeps), got {s.shrink_to}")
+    need(s.shrink_start >= 0, "search.shrink_start", f"must be >= 0 (epochs before shrinking), got {s.shrink_start}")
     need(0 <= s.settle_epochs_fraction <= 1, "search.settle_epochs_fraction",
          f"must be in [0, 1] (a fraction of the epochs so far), got {s.settle_epochs_fraction}")
     need(not s.nb201_benchmark or m.space == "nb201", "search.nb201_benchmark",

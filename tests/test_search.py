@@ -103,17 +103,30 @@ def test_metrics_record_probabilities_entropy_and_genotype():
     assert m["tau"] == pytest.approx(10.0)
 
 
+# The derived cell on the supernet's weights, after the 20 epochs (chance is 10%; seed 0 read 56% at epoch 17
+# in docs/search_quality.md's run): a margin for thread-count differences in the CPU kernels.
+VAL_ACC_MIN = 40.0
+
+
 @pytest.mark.slow
-def test_quickstart_reaches_90_percent_and_writes_a_valid_genotype(tmp_path):
-    """The README's default run, as a user runs it (bundled digits, offline, CPU)."""
+def test_quickstart_settles_on_a_conv_cell_and_writes_a_valid_genotype(tmp_path):
+    """The README's default run, as a user runs it (bundled digits_clutter_large, offline, CPU)."""
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "train_search.py", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600,
                           env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 0, proc.stderr
     final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert final["epoch"] == 100
-    assert final["val_acc"] >= 90.0, final["val_acc"]
+    assert final["epoch"] == 20
+    assert final["val_acc"] >= VAL_ACC_MIN, final["val_acc"]
+    # Settled: one op left per edge since epoch 15, so the cell held for at least the last quarter (5 epochs),
+    # and not by collapsing onto parameter-free ops: the cell keeps a convolution.
+    settling = final["settling"]
+    assert settling["settled"] == settling["edges_total"] == 6 and settling["mean_top_p"] >= 0.5
+    assert settling["cell_stable_epochs"] >= 5
+    assert "nor_conv" in final["genotype"] and "none" not in final["genotype"]
+    assert f"settled: 6/6 edges; derived cell unchanged for the last {settling['cell_stable_epochs']} of 20" \
+        in proc.stdout
     space, genotype = load_genotype(out / "genotype.yaml")
     assert space.name == "nb201" and space.format(genotype) == final["genotype"]
     assert f"derived genotype: {final['genotype']}" in proc.stdout

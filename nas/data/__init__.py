@@ -9,8 +9,8 @@ exactly. ``docs/data.md`` says which is chosen when.
 """
 from .cifar import load_cifar
 from .digits import DIGITS_TEST_SIZE, load_digits
-from .digits_clutter import (CLUTTER_CANVAS, CLUTTER_FRAGMENT_SIZE, CLUTTER_FRAGMENTS, CLUTTER_MEAN, CLUTTER_NOISE,
-                             CLUTTER_SEED, CLUTTER_STD, load_digits_clutter)
+from .digits_clutter import (CLUTTER_CANVAS, CLUTTER_LARGE_COPIES, CLUTTER_LARGE_SEED, CLUTTER_FRAGMENT_SIZE, CLUTTER_FRAGMENTS, CLUTTER_MEAN, CLUTTER_NOISE,
+                             CLUTTER_SEED, CLUTTER_STD, load_digits_clutter, load_digits_clutter_large)
 from .file_set import FileSet, list_imagefolder, select_files
 from .image_folder import load_imagefolder
 from .image_set import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD,
@@ -28,10 +28,10 @@ from .transforms import TIMM_MIN_IMAGE_SIZE, resolve_transform, timm_transform
 
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "CLUTTER_CANVAS", "CLUTTER_FRAGMENT_SIZE",
-    "CLUTTER_FRAGMENTS", "CLUTTER_MEAN", "CLUTTER_NOISE", "CLUTTER_SEED", "CLUTTER_STD", "DIGITS_TEST_SIZE",
+    "CLUTTER_FRAGMENTS", "CLUTTER_LARGE_COPIES", "CLUTTER_LARGE_SEED", "CLUTTER_MEAN", "CLUTTER_NOISE", "CLUTTER_SEED", "CLUTTER_STD", "DIGITS_TEST_SIZE",
     "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "ImageSet", "SearchData", "TEST_SPLIT_SEED",
     "TensorLoader", "VAL_SPLIT_SEED", "build_search_data", "hold_out", "load_cifar", "load_dataset", "load_digits",
-    "load_digits_clutter", "load_imagefolder", "make_synthetic", "split_indices",
+    "load_digits_clutter", "load_digits_clutter_large", "load_imagefolder", "make_synthetic", "split_indices",
     "FileSet", "LOADERS", "MEMORY_LOADER_MAX_BYTES", "StreamLoader", "TIMM_MIN_IMAGE_SIZE", "TRANSFORMS",
     "decoded_bytes", "list_imagefolder", "make_loader", "open_dataset", "resolve_loader", "resolve_transform",
     "select_files", "timm_transform",

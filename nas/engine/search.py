@@ -38,6 +38,7 @@ from ..sampling.sdarts import epsilon_at
 from ..spaces.space import SearchSpace
 from ..layers.supernet import Supernet
 from . import settling
+from ..sampling import shrinking
 
 _SUMS = ("loss", "correct", "arch_loss", "arch_correct")
 
@@ -92,6 +93,8 @@ class Searcher(EpochLoop):
         if self.dist.enabled:
             broadcast_module(supernet)  # same weights and logits everywhere, whatever each rank's init did
         self.derivation = derivation or None
+        if self.s.shrink_every > 0:  # candidate masks for every group, before the state dict is ever taken
+            shrinking.enable(supernet.architecture)
         self.weight_params = supernet.weight_parameters()
         self.arch_params = supernet.arch_parameters()
         self.weight_opt, self.arch_opt, self.scheduler = build_optimizers(supernet, self.s)
@@ -328,11 +331,33 @@ class Searcher(EpochLoop):
         bar.close()
         self._raise_if_pending(epoch, pending)
         self.step = 0
+        dropped = self._shrink(epoch)
         # The epoch's one sync for the running sums (under torchrun: summed over every rank's shard).
         totals, counts = epoch_sums.totals(self.dist, summed_counts=("seen", "arch_seen"))
         if self.dist.enabled:
             distribute_bn(self.supernet, self.dist.world_size, reduce=True)  # BN running stats: mean over shards
-        return self._epoch_metrics(epoch, tau, totals, counts, epoch_sums.elapsed())
+        metrics = self._epoch_metrics(epoch, tau, totals, counts, epoch_sums.elapsed())
+        if self.s.shrink_every > 0:
+            metrics["candidates"] = shrinking.candidates(self.supernet.architecture)
+            if dropped is not None:
+                metrics["dropped"] = dropped
+        return metrics
+
+    def _shrink(self, epoch: int) -> dict | None:
+        """Progressive shrinking (``nas.sampling.shrinking``) at the end of epoch ``epoch`` (0-based) when due."""
+        s = self.s
+        if not shrinking.shrink_due(epoch + 1, s.shrink_every, s.shrink_start):
+            return None
+        return shrinking.shrink(self.supernet.architecture, s.shrink_to, sorted(self._never_derived()))
+
+    def _never_derived(self) -> set[str]:
+        """Op names derivation never picks: ``derive_exclude`` and the ops the space's rule never derives."""
+        if self._settle_exclude is None:
+            arch = self.supernet.architecture
+            shapes = {g: tuple(l.shape) for g, l in arch.logits.items()}
+            self._settle_exclude = set(self.derive_exclude) | settling.underivable_ops(self.space, shapes,
+                                                                                        self.derivation)
+        return self._settle_exclude
 
     def _raise_if_pending(self, epoch: int, pending: torch.Tensor) -> bool:
         """Raises ``RunDiverged`` for the last step if its non-finite flag is set (one sync); else False."""
@@ -378,10 +403,7 @@ class Searcher(EpochLoop):
 
     def _settling(self, genotype: Any, probabilities: dict[str, list], epoch: int) -> dict:
         """The epoch's settling record (``nas.settling``), continuing the previous epoch's."""
-        if self._settle_exclude is None:
-            shapes = {g: (len(rows), len(rows[0])) for g, rows in probabilities.items()}
-            self._settle_exclude = set(self.derive_exclude) | settling.underivable_ops(self.space, shapes,
-                                                                                        self.derivation)
+        self._never_derived()
         derived = settling.derived_ops(self.space, genotype, {g: len(rows) for g, rows in probabilities.items()})
         previous = self.history[-1].get("settling") if self.history else None
         return settling.settling_record(probabilities, derived, self.space.op_names, epoch + 1, previous,
@@ -406,6 +428,9 @@ class Searcher(EpochLoop):
         parts.append(f"entropy {mean_entropy:.3f}")
         if "settling" in m:
             parts.append(settling.describe(m["settling"]))
+        if "candidates" in m:
+            counts = [c for per_edge in m["candidates"].values() for c in per_edge]
+            parts.append(f"candidates {min(counts)}-{max(counts)}/edge")
         if "derived_cost" in m and self.cost is not None:  # the cost model's figure for the derived genotype
             parts.append(f"cost {m['derived_cost']:.4g} {self.cost.tables.metric}")
         parts.append(f"{m['epoch_time']:.1f}s")
