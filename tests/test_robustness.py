@@ -18,6 +18,7 @@ from nas.cli.build import build_searcher
 from nas.engine.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import build_config
 from nas.engine.loop import RunDiverged
+from resume_helpers import interrupt_then_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.dataset=synthetic", "data.synthetic_size=96", "data.image_size=8", "data.batch_size=16",
@@ -53,20 +54,7 @@ def test_resume_from_any_step_checkpoint_is_bit_exact(tmp_path):
     for cut in (1, steps_per_epoch - 1, steps_per_epoch + 2):
         d = tmp_path / f"cut{cut}"
         d.mkdir()
-        first = build_searcher(cfg, d, log=quiet)
-        calls = {"n": 0}
-        original = first.weight_step
-        def counting(*a, **k):
-            calls["n"] += 1
-            if calls["n"] == cut:
-                first.request_stop(signal.SIGTERM)
-            return original(*a, **k)
-        first.weight_step = counting
-        with pytest.raises(Exception) as info:
-            first.run()
-        assert type(info.value).__name__ == "RunInterrupted"
-        second = build_searcher(cfg, d, log=quiet)
-        second.resume(d / "checkpoint.pt")
+        second = interrupt_then_resume(cfg, d, cut, quiet)
         assert (second.epoch, second.step) == divmod(cut, steps_per_epoch)
         second.run()
         assert_same_run(tmp_path / "full", d)

@@ -6,7 +6,6 @@ The folders are tiny PNGs of random noise written here, so that crops, flips and
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from nas.data import loader_choice
 from nas.engine.checkpoint import load_checkpoint
 from nas.spaces.genotype import genotype_record, save_genotype
 from nas.utils.errors import UserError
+from resume_helpers import interrupt_then_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 NB201_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -250,21 +250,9 @@ def test_a_streamed_search_resumed_mid_epoch_is_the_uninterrupted_one(folder, tm
     build_searcher(cfg, tmp_path / "full", log=quiet).run()
     d = tmp_path / "cut"
     d.mkdir()
-    first = build_searcher(cfg, d, log=quiet)
-    steps = len(first.data.train)
-    cut, calls, original = steps + 1, {"n": 0}, first.weight_step
-
-    def counting(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == cut:
-            first.request_stop(signal.SIGTERM)
-        return original(*a, **k)
-    first.weight_step = counting
-    with pytest.raises(Exception) as info:
-        first.run()
-    assert type(info.value).__name__ == "RunInterrupted"
-    second = build_searcher(cfg, d, log=quiet)
-    second.resume(d / "checkpoint.pt")
+    steps = len(build_searcher(cfg, log=quiet).data.train)
+    cut = steps + 1
+    second = interrupt_then_resume(cfg, d, cut, quiet)
     assert (second.epoch, second.step) == divmod(cut, steps) == (1, 1)
     second.run()
     compare_runs(tmp_path / "full", d)
