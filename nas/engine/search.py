@@ -111,7 +111,7 @@ class Searcher(EpochLoop):
         # step's too (its extra gumbel_rao draws cost a few hundred random numbers), so the draws do not
         # depend on which sample trains the logits.
         self._estimator = {"estimator": self.s.estimator, "estimator_samples": self.s.gumbel_rao_samples}
-        self._settle_exclude: set[str] | None = None  # ops the top op is never taken from (found at the first epoch)
+        self._never_derived_ops: set[str] | None = None  # ops derivation never picks (found when first asked)
         self.benchmark = None  # NAS-Bench-201 lookup of each epoch's derived cell (search.nb201_benchmark)
         if self.s.nb201_benchmark:
             from search_spaces.nb201_benchmark import NB201Benchmark
@@ -352,12 +352,11 @@ class Searcher(EpochLoop):
 
     def _never_derived(self) -> set[str]:
         """Op names derivation never picks: ``derive_exclude`` and the ops the space's rule never derives."""
-        if self._settle_exclude is None:
-            arch = self.supernet.architecture
-            shapes = {g: tuple(l.shape) for g, l in arch.logits.items()}
-            self._settle_exclude = set(self.derive_exclude) | settling.underivable_ops(self.space, shapes,
-                                                                                        self.derivation)
-        return self._settle_exclude
+        if self._never_derived_ops is None:
+            shapes = {g: tuple(l.shape) for g, l in self.supernet.architecture.logits.items()}
+            self._never_derived_ops = set(self.derive_exclude) | settling.underivable_ops(self.space, shapes,
+                                                                                           self.derivation)
+        return self._never_derived_ops
 
     def _raise_if_pending(self, epoch: int, pending: torch.Tensor) -> bool:
         """Raises ``RunDiverged`` for the last step if its non-finite flag is set (one sync); else False."""
@@ -403,12 +402,11 @@ class Searcher(EpochLoop):
 
     def _settling(self, genotype: Any, probabilities: dict[str, list], epoch: int) -> dict:
         """The epoch's settling record (``nas.settling``), continuing the previous epoch's."""
-        self._never_derived()
         derived = settling.derived_ops(self.space, genotype, {g: len(rows) for g, rows in probabilities.items()})
         previous = self.history[-1].get("settling") if self.history else None
         return settling.settling_record(probabilities, derived, self.space.op_names, epoch + 1, previous,
                                         self.s.settle_probability, self.s.settle_epochs_fraction,
-                                        sorted(self._settle_exclude))
+                                        sorted(self._never_derived()))
 
     def describe_epoch(self, m: dict) -> str:
         """One line of losses, accuracies, mean entropy and training time, then the current genotype.
