@@ -22,7 +22,7 @@ from .utils.errors import UserError
 from .sampling.gumbel import TAU_SCHEDULES
 from .sampling.estimators import ESTIMATORS, STRAIGHT_THROUGH
 from .layers.gates import GATE_RULES
-from .utils.limits import (MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_GUMBEL_RAO_SAMPLES, MAX_IMAGE_SIZE, MAX_SEED,
+from .utils.limits import (MAX_ARCH_SAMPLES, MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_GUMBEL_RAO_SAMPLES, MAX_IMAGE_SIZE, MAX_SEED,
                            MAX_SYNTHETIC, MAX_SYNTHETIC_BYTES)
 from .utils.yamlio import YAMLRefused, brief, flatten, load_yaml, read_user_yaml
 
@@ -86,6 +86,7 @@ class SearchConfig:
     arch_betas: list = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
     arch_grad_clip: float = 0.0   # max grad norm of the logits; 0 disables
+    arch_samples: int = 1         # architectures per arch step, each on the whole arch batch (M passes)
     aux_skip: bool = False        # DARTS-: skip path (identity / factorized reduce) on each edge, beta 1 -> 0
     sdarts_epsilon: float = 0.0   # SDARTS-RS: final radius of the weight step's noise (0: off; 0.3 published)
     tau_schedule: str = "linear"  # linear | exponential | cosine | constant
@@ -281,6 +282,10 @@ def _check(cfg: Config) -> None:
          f"{s.estimator} estimates the gradient of a hard sample, which only model.mode=gdas draws (got "
          f"{brief(m.mode)}); set search.estimator={STRAIGHT_THROUGH} or model.mode=gdas")
     in_range(s.gumbel_rao_samples, 1, MAX_GUMBEL_RAO_SAMPLES, "search.gumbel_rao_samples")
+    in_range(s.arch_samples, 1, MAX_ARCH_SAMPLES, "search.arch_samples")
+    need(s.arch_samples == 1 or (m.mode == "gdas" and s.bilevel), "search.arch_samples",
+         f"draws several hard architectures per arch step, which only the bilevel gdas search does (got "
+         f"model.mode={brief(m.mode)}, search.bilevel={s.bilevel}); set search.arch_samples=1")
     need(s.checkpoint_every >= 0, "search.checkpoint_every", f"must be >= 0, got {s.checkpoint_every}")
     need(s.on_nonfinite in ("stop", "skip"), "search.on_nonfinite", f"must be stop or skip, got {brief(s.on_nonfinite)}")
     need(s.eval_every >= 0, "search.eval_every", f"must be >= 0, got {s.eval_every}")

@@ -207,13 +207,26 @@ class Searcher(EpochLoop):
         ok = self._backward(loss, weights=True, arch=False)
         return loss.detach(), correct, ok, self._step_unless_skipped([self.weight_opt], ok)
 
-    def arch_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | None = None):
-        """One Adam step on the logits in float32 (even with amp); the weights get no gradient (backward skips them)."""
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor, sample: ArchSample | list[ArchSample] | None = None):
+        """One Adam step on the logits in float32 (even with amp); the weights get no gradient (backward skips them).
+
+        ``sample`` may be a list of M samples (``search.arch_samples``): each runs on the whole
+        batch and the step follows their mean loss, so the part of the logit gradient's variance
+        that comes from which ops were sampled falls by M, for M forward and backward passes.
+        (Splitting the batch into M chunks, one sample each, costs one pass but was measured to
+        leave that variance as it was: tests/test_arch_samples.py, docs/search_quality.md.)
+        """
         self._train_weights(False)
-        sample = sample or self.sample()
-        loss, correct = self._forward(x, y, sample)
-        if self.cost is not None:  # FLOPs / params / latency term, differentiable through the sample
-            loss = self.cost.loss(loss, sample)
+        samples = sample if isinstance(sample, list) else [sample or self.sample()]
+        loss, correct = 0.0, 0
+        for one in samples:
+            one_loss, one_correct = self._forward(x, y, one)
+            if self.cost is not None:  # FLOPs / params / latency term, differentiable through the sample
+                one_loss = self.cost.loss(one_loss, one)
+            loss = loss + one_loss / len(samples)
+            correct = correct + one_correct
+        if len(samples) > 1:  # the mean over the samples (a float count)
+            correct = correct / len(samples)
         self.arch_opt.zero_grad(set_to_none=True)
         ok = self._backward(loss, weights=False, arch=True)
         return loss.detach(), correct, ok, self._step_unless_skipped([self.arch_opt], ok)
@@ -292,8 +305,8 @@ class Searcher(EpochLoop):
         bar = self.progress_bar(self.data.train.epoch(epoch, start=start), epoch, len(self.data.train), s.progress)
         for step, (x, y) in enumerate(bar, start=start):
             saved_stats = [b.clone() for b in self._bn_stats] if s.on_nonfinite == "skip" else None
-            samples, carried = arch.sample_many(self.supernet.mode, tau, 2 if bilevel else 1, carry=pending,
-                                                sdarts_epsilon=sdarts_epsilon, **self._estimator)
+            samples, carried = arch.sample_many(self.supernet.mode, tau, 1 + s.arch_samples if bilevel else 1,
+                                                carry=pending, sdarts_epsilon=sdarts_epsilon, **self._estimator)
             if carried[0]:
                 raise self.diverged(epoch, step - 1, flags=carried[0])
             if search_arch and not s.bilevel:
@@ -308,7 +321,7 @@ class Searcher(EpochLoop):
                 counts["seen"] += y.numel()
             if bilevel:
                 xv, yv = next(val_batches)
-                arch_loss, arch_correct, arch_ok, arch_skipped = self.arch_step(xv, yv, samples[1])
+                arch_loss, arch_correct, arch_ok, arch_skipped = self.arch_step(xv, yv, samples[1:])
                 if not (s.on_nonfinite == "skip" and bool(arch_skipped)):
                     sums["arch_loss"] += arch_loss * yv.numel()
                     sums["arch_correct"] += arch_correct
