@@ -107,6 +107,7 @@ class SearchConfig:
     shrink_every: int = 0         # progressive shrinking: drop each edge's least probable op every K epochs (0: off)
     shrink_to: int = 1            # ... until this many derivable ops remain per edge
     shrink_start: int = 0         # ... the first drop ends epoch shrink_start + shrink_every
+    sample_excluded: bool = True  # False: ops never derived (model.exclude_zero, derive_exclude) are never sampled
     nb201_benchmark: str = ""     # NATS-Bench topology file/dir: look up each epoch's derived cell (nb201; "": off)
 
 

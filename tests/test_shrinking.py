@@ -107,3 +107,33 @@ def test_a_search_shrinks_on_schedule_and_a_resume_continues_exactly(tmp_path):
     second.run()
     strip = lambda h: [{k: v for k, v in m.items() if k != "epoch_time"} for m in h]  # noqa: E731
     assert strip(second.history) == strip(full.history)
+
+
+def test_sample_excluded_false_never_samples_trains_or_derives_the_excluded_ops(tmp_path):
+    cfg = build_config({}, TINY + ["model.exclude_zero=true", "search.sample_excluded=false", "search.epochs=2"])
+    searcher = build_searcher(cfg, out_dir=tmp_path, log=lambda *a: None)
+    arch = searcher.supernet.architecture
+    none = OPS.index("none")
+    assert arch.allowed_cell[:, none].eq(False).all() and arch.allowed_cell[:, 1:].all()
+    samples, _ = arch.sample_many("gdas", 1.0, 400)
+    picked = torch.stack([s.coefficients["cell"].argmax(-1) for s in samples])  # [400, edges]
+    assert (picked != none).all()
+    # the four other ops share the draws about evenly (logits near 0): 100 +- 3 sigma (sigma ~8.7) each
+    counts = torch.stack([(picked == k).sum(0) for k in range(1, 5)])
+    assert counts.min() > 70 and counts.max() < 130, counts
+    x, y = next(iter(searcher.data.val.epoch(0)))
+    searcher.arch_step(x, y)
+    grad = arch.logits["cell"].grad
+    assert grad[:, 1:].abs().sum() > 0 and grad[:, none].abs().max() == 0  # it learns nothing either
+    searcher.run()
+    assert arch.allowed_cell[:, none].eq(False).all()  # still removed after a run
+    assert any(k.endswith("allowed_cell") for k in searcher.supernet.state_dict())  # and in every checkpoint
+
+
+def test_sample_excluded_true_is_the_default_and_samples_every_op():
+    cfg = build_config({}, TINY + ["model.exclude_zero=true"])
+    assert cfg.search.sample_excluded is True
+    searcher = build_searcher(cfg, log=lambda *a: None)
+    samples, _ = searcher.supernet.architecture.sample_many("gdas", 1.0, 200)
+    picked = torch.stack([s.coefficients["cell"].argmax(-1) for s in samples])
+    assert (picked == OPS.index("none")).any()

@@ -93,8 +93,10 @@ class Searcher(EpochLoop):
         if self.dist.enabled:
             broadcast_module(supernet)  # same weights and logits everywhere, whatever each rank's init did
         self.derivation = derivation or None
-        if self.s.shrink_every > 0:  # candidate masks for every group, before the state dict is ever taken
+        if self.s.shrink_every > 0 or not self.s.sample_excluded:  # candidate masks, before any state dict
             shrinking.enable(supernet.architecture)
+        if not self.s.sample_excluded:  # search only what can be derived: excluded ops are never sampled
+            shrinking.mask_ops(supernet.architecture, self.derive_exclude)
         self.weight_params = supernet.weight_parameters()
         self.arch_params = supernet.arch_parameters()
         self.weight_opt, self.arch_opt, self.scheduler = build_optimizers(supernet, self.s)

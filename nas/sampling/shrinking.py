@@ -100,3 +100,17 @@ def candidates(arch: Architecture) -> dict[str, list[int]]:
     """group -> per edge the number of ops still allowed."""
     return {g: getattr(arch, f"allowed_{g}").sum(-1).tolist() if g in arch.masked else [l.shape[1]] * l.shape[0]
             for g, l in arch.logits.items()}
+
+
+def mask_ops(arch: Architecture, names: Sequence[str]) -> None:
+    """Removes the ops ``names`` from every edge's candidates from the start (``search.sample_excluded=false``).
+
+    Call after ``enable``: a removed op is never sampled, trained, given a gradient or derived,
+    exactly like an op shrinking dropped.
+    """
+    columns = [k for k, name in enumerate(arch.op_names) if name in set(names)]
+    for group in arch.logits:
+        mask = getattr(arch, f"allowed_{group}")
+        mask[:, columns] = False
+        if not mask.any(-1).all():
+            raise ValueError(f"removing {sorted(names)} leaves an edge of {group!r} without a candidate op")
