@@ -291,6 +291,7 @@ def _set(flag, value):
     (_set("--random-nonone", "-1"), "--random-nonone must be >= 0"),
     (_set("--workers", "0"), "--workers must be >= 1"),
     (_set("--val-split", "1.5"), "--val-split must be in (0, 1)"),
+    (_set("--first-seed", "-1"), "--first-seed must be in [0, 4,294,967,295] with --seeds 1, got -1"),
     (_set("--only-job", "random-9/retrain-seed0"), "is not a job of this experiment"),
     (_set("--only-job", "search-seed0/retrain-seed0"), "needs 'search-seed0' finished first"),
     (lambda a: a.extend(["--print-jobs", "--only-job", "search-seed0"]), "exclude each other"),
@@ -303,6 +304,20 @@ def test_bad_input_is_one_line_and_exit_2(configs, tmp_path, capsys, change, mes
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_first_seed_searches_fresh_seeds_under_their_own_names(configs, tmp_path, capsys):
+    """Seeds 4..5 (say, to confirm on fresh seeds a choice made on seeds 0..3): their jobs, names and configs."""
+    out = tmp_path / "exp"
+    assert main(_args(*configs, out, seeds=2) + ["--first-seed", "4", "--print-jobs"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    searches = [line for line in printed if line.endswith(("search-seed4", "search-seed5"))]
+    assert len(searches) == 2 and all("--first-seed 4" in line for line in searches)
+    assert not any("search-seed0" in line for line in printed)
+    job = searches[0].split("--only-job ")[1].strip("'\" ")
+    assert main(_args(*configs, out, seeds=2) + ["--first-seed", "4", "--only-job", job]) == 0
+    saved = yaml.safe_load((out / job / "config.yaml").read_text())
+    assert saved["seed"] == int(job[-1])
 
 
 def test_none_free_cells_are_refused_where_random_cells_never_hold_none(tmp_path, capsys):

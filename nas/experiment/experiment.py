@@ -48,6 +48,7 @@ from ..utils.atomic import atomic_write
 from ..cli.run_command import CONFIG, guarded_main, open_run_dir, stop_signals
 from ..config import Config, build_config, diff_configs, load_config, read_yaml
 from ..utils.errors import UserError
+from ..utils.limits import MAX_SEED
 from ..layers.op_traits import ops_with
 from ..spaces.genotype import GENOTYPE, genotype_record, load_genotype, save_genotype
 from .jobs import Job, job_command, run_jobs, threads_per_worker
@@ -332,18 +333,20 @@ def _say(line: str) -> None:
 def plan_experiment(search_config: str, final_config: str | None, seeds: int, random: int, out: Path,
                     overrides: list[str] = (), random_dir: Path | None = None, retrain_seeds: int = 3,
                     random_nonone: int | None = None, val_split: float | None = None,
-                    benchmark: str | Path | None = None) -> Plan:
+                    benchmark: str | Path | None = None, first_seed: int = 0) -> Plan:
     """Checks the options, writes the random cells' genotypes and lists the jobs (see ``run_experiment``)."""
     for flag, value, low in (("--seeds", seeds, 1), ("--random", random, 1), ("--retrain-seeds", retrain_seeds, 1),
                              ("--random-nonone", 0 if random_nonone is None else random_nonone, 0)):
         if value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
+    if not 0 <= first_seed <= MAX_SEED - seeds + 1:
+        raise UserError(f"--first-seed must be in [0, {MAX_SEED - seeds + 1:,}] with --seeds {seeds}, got {first_seed}")
     if val_split is not None and not 0 < val_split < 1:
         raise UserError(f"--val-split must be in (0, 1), got {val_split}")
     import search_spaces  # noqa: F401  (registers the spaces)
     from ..spaces.space import get_space
 
-    search_cfgs = [load_config(search_config, [*overrides, f"seed={s}"]) for s in range(seeds)]
+    search_cfgs = [load_config(search_config, [*overrides, f"seed={s}"]) for s in range(first_seed, first_seed + seeds)]
     space_name = search_cfgs[0].model.space
     if benchmark is not None:
         if space_name != "nb201":
@@ -410,14 +413,14 @@ def run_experiment(search_config: str, final_config: str | None, seeds: int, ran
                    overrides: list[str] = (), random_dir: Path | None = None,
                    say: Callable[[str], None] = _say, retrain_seeds: int = 3, random_nonone: int | None = None,
                    val_split: float | None = None, workers: int = 1, threads: int = 1,
-                   command: str = "", benchmark: str | Path | None = None) -> dict:
+                   command: str = "", benchmark: str | Path | None = None, first_seed: int = 0) -> dict:
     """Runs every job not yet finished and returns the results (also written to ``out``).
 
     Args:
         search_config: YAML of the search; ``overrides`` apply to it, ``seed`` is set per run.
         final_config: YAML of the retraining budget, the same for every architecture (None with
             ``benchmark``).
-        seeds: Searches with seeds ``0..seeds-1``.
+        seeds: Searches with seeds ``first_seed..first_seed+seeds-1``.
         random: Random cells (any op) to retrain.
         out: The experiment dir.
         overrides: ``key=value`` overrides of the search config.
@@ -433,9 +436,10 @@ def run_experiment(search_config: str, final_config: str | None, seeds: int, ran
         command: The command line, for the tables.
         benchmark: A NATS-Bench topology file (nb201 only): every cell is scored by lookup
             instead of retraining.
+        first_seed: The first search seed (e.g. fresh seeds to confirm a choice made on others).
     """
     plan = plan_experiment(search_config, final_config, seeds, random, out, overrides, random_dir,
-                           retrain_seeds, random_nonone, val_split, benchmark)
+                           retrain_seeds, random_nonone, val_split, benchmark, first_seed)
     total, done, started = len(plan.jobs), 0, time.perf_counter()
 
     def report(job: Job, record: dict, skipped: bool, seconds: float) -> None:
@@ -451,7 +455,7 @@ def run_experiment(search_config: str, final_config: str | None, seeds: int, ran
         "command": command, "search_config": str(search_config),
         "final_config": None if final_config is None else str(final_config),
         "benchmark": plan.benchmark, "metric": scores_metric(plan.benchmark),
-        "overrides": list(overrides), "seeds": seeds, "random": random,
+        "overrides": list(overrides), "seeds": seeds, "first_seed": first_seed, "random": random,
         "random_nonone": sum(c.group == "nonone" for c in plan.cells), "retrain_seeds": len(plan.retrain_cfgs),
         "val_split": plan.val_split, "random_dir": str(random_dir or out),
         "wall_time_this_invocation": time.perf_counter() - started})
@@ -553,7 +557,7 @@ def format_markdown(results: dict) -> str:
     R, summary = results["retrain_seeds"], results["summary"]
     searched = (f"Searched with `{results['search_config']}`" +
                 (f" + `{' '.join(results['overrides'])}`" if results["overrides"] else "") +
-                f" (seeds 0..{results['seeds'] - 1}); ")
+                f" (seeds {results.get('first_seed', 0)}..{results.get('first_seed', 0) + results['seeds'] - 1}); ")
     cells = f"{results['random']} random cells, {results['random_nonone']} none-free random cells."
     if results.get("benchmark"):
         lines = [f"`{results['command']}`", "", searched + f"every cell scored by lookup in `{results['benchmark']}`, "
@@ -625,7 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", metavar="PATH", help="score every cell by lookup in the NATS-Bench topology "
                                                        "benchmark (nb201 only: NATS-tss-v1_0-3ffb9-simple) "
                                                        "instead of retraining it")
-    p.add_argument("--seeds", type=int, default=2, help="searches, with seeds 0..S-1 (default 2)")
+    p.add_argument("--seeds", type=int, default=2, help="searches, with seeds F..F+S-1 (default 2)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="F",
+                   help="the first search seed (default 0); e.g. confirm a choice made on seeds 0..3 with --first-seed 4")
     p.add_argument("--random", type=int, default=8, help="random cells (any op) retrained (default 8)")
     p.add_argument("--random-nonone", type=int, default=None,
                    help="random cells drawn without 'none', a baseline of their own (default: as many as "
@@ -655,6 +661,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
     """The options that define the experiment (what every job command repeats)."""
     argv = ["--search-config", args.search_config, "--seeds", str(args.seeds),
             "--random", str(args.random), "--retrain-seeds", str(args.retrain_seeds), "--out", args.out]
+    if args.first_seed:
+        argv += ["--first-seed", str(args.first_seed)]
     for flag, value in (("--final-config", args.final_config), ("--benchmark", args.benchmark),
                         ("--random-nonone", args.random_nonone), ("--val-split", args.val_split),
                         ("--random-dir", args.random_dir), ("--threads", args.threads)):
@@ -684,7 +692,7 @@ def run(args: argparse.Namespace) -> int:
         if args.print_jobs or args.only_job:
             plan = plan_experiment(args.search_config, args.final_config, args.seeds, args.random, out,
                                    args.overrides, random_dir, args.retrain_seeds, args.random_nonone, args.val_split,
-                                   args.benchmark)
+                                   args.benchmark, args.first_seed)
             if args.only_job:
                 run_one_job(plan, args.only_job)
                 return 0
@@ -702,7 +710,8 @@ def run(args: argparse.Namespace) -> int:
         results = run_experiment(args.search_config, args.final_config, args.seeds, args.random, out,
                                  args.overrides, random_dir, retrain_seeds=args.retrain_seeds,
                                  random_nonone=args.random_nonone, val_split=args.val_split, workers=args.workers,
-                                 threads=threads, command=command, benchmark=args.benchmark)
+                                 threads=threads, command=command, benchmark=args.benchmark,
+                                 first_seed=args.first_seed)
     except RunInterrupted as e:
         print(f"{e}; rerun the same command to continue", file=sys.stderr)
         return 128 + e.signum
