@@ -323,7 +323,8 @@ class Searcher(EpochLoop):
                 counts["seen"] += y.numel()
             if bilevel:
                 xv, yv = next(val_batches)
-                arch_loss, arch_correct, arch_ok, arch_skipped = self.arch_step(xv, yv, samples[1:])
+                arch_samples = samples[1] if s.arch_samples == 1 else samples[1:]
+                arch_loss, arch_correct, arch_ok, arch_skipped = self.arch_step(xv, yv, arch_samples)
                 if not (s.on_nonfinite == "skip" and bool(arch_skipped)):
                     sums["arch_loss"] += arch_loss * yv.numel()
                     sums["arch_correct"] += arch_correct
