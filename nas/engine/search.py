@@ -220,15 +220,16 @@ class Searcher(EpochLoop):
         """
         self._train_weights(False)
         samples = sample if isinstance(sample, list) else [sample or self.sample()]
-        loss, correct = 0.0, 0
+        losses, corrects = [], []
         for one in samples:
             one_loss, one_correct = self._forward(x, y, one)
             if self.cost is not None:  # FLOPs / params / latency term, differentiable through the sample
                 one_loss = self.cost.loss(one_loss, one)
-            loss = loss + one_loss / len(samples)
-            correct = correct + one_correct
-        if len(samples) > 1:  # the mean over the samples (a float count)
-            correct = correct / len(samples)
+            losses.append(one_loss)
+            corrects.append(one_correct)
+        # One sample: its loss and count as they are; M samples: their means (the count a float).
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        correct = corrects[0] if len(corrects) == 1 else torch.stack(corrects).float().mean()
         self.arch_opt.zero_grad(set_to_none=True)
         ok = self._backward(loss, weights=False, arch=True)
         return loss.detach(), correct, ok, self._step_unless_skipped([self.arch_opt], ok)

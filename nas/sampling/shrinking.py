@@ -108,7 +108,8 @@ def mask_ops(arch: Architecture, names: Sequence[str]) -> None:
     Call after ``enable``: a removed op is never sampled, trained, given a gradient or derived,
     exactly like an op shrinking dropped.
     """
-    columns = [k for k, name in enumerate(arch.op_names) if name in set(names)]
+    names = set(names)
+    columns = [k for k, name in enumerate(arch.op_names) if name in names]
     for group in arch.logits:
         mask = getattr(arch, f"allowed_{group}")
         mask[:, columns] = False
