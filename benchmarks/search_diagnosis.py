@@ -13,7 +13,9 @@
     and ``retrain-seed<r>/final.json``), every cell is evaluated on the search's
     final supernet (its own val split, as the experiment's supernet scores) and
     Kendall's tau-b between those accuracies and the retrained val accuracies is
-    printed (``nas.experiment.rank_stats``).
+    printed (``nas.experiment.rank_stats``), over all cells and over the cells
+    without the space's zero op (``none``): the cells a search that never
+    derives ``none`` has to tell apart.
 
     python benchmarks/search_diagnosis.py --config configs/quickstart.yaml \
         --out /tmp/diag.json --retrained runs/random search.epochs=12
@@ -38,6 +40,7 @@ import search_spaces  # noqa: E402,F401  (registers the spaces)
 from nas.cli.build import build_searcher  # noqa: E402
 from nas.config import load_config  # noqa: E402
 from nas.experiment.rank_stats import kendall_tau_b  # noqa: E402
+from nas.layers.op_traits import ops_with  # noqa: E402
 from nas.spaces.genotype import load_genotype  # noqa: E402
 
 
@@ -85,19 +88,28 @@ def window_snr(grads: torch.Tensor, window: int) -> torch.Tensor:
 
 def supernet_tau(searcher, retrained: Path) -> dict:
     """Kendall's tau-b between the supernet's val accuracy of each retrained cell and its retrained val accuracy."""
+    zero_ops = set(ops_with(searcher.space.op_traits(), zero=True))
     rows = []
     for cell in sorted(retrained.glob("*/genotype.yaml")):
         finals = [json.loads(f.read_text()) for f in sorted(cell.parent.glob("retrain-seed*/final.json"))]
         if not finals:
             continue
-        _, genotype = load_genotype(cell)
+        space, genotype = load_genotype(cell)
         _, supernet_acc = searcher.evaluate(searcher.data.val_eval, genotype)
         rows.append({"cell": cell.parent.name, "supernet_val_acc": supernet_acc,
+                     "zero_free": not any(op in zero_ops for _, _, op in space.genotype_edges(genotype)),
                      "retrained_val_acc": sum(f["val_acc"] for f in finals) / len(finals),
                      "retrained_test_acc": sum(f["test_acc"] for f in finals) / len(finals)})
-    tau = kendall_tau_b([r["supernet_val_acc"] for r in rows], [r["retrained_val_acc"] for r in rows]) \
-        if len(rows) >= 2 else None
-    return {"cells": rows, "kendall_tau_b": tau}
+
+    def tau(cells: list[dict], target: str) -> float | None:
+        if len(cells) < 2:
+            return None
+        return kendall_tau_b([r["supernet_val_acc"] for r in cells], [r[target] for r in cells])
+
+    zero_free = [r for r in rows if r["zero_free"]]
+    return {"cells": rows, "kendall_tau_b": tau(rows, "retrained_val_acc"),
+            "zero_free_cells": len(zero_free), "zero_free_kendall_tau_b": tau(zero_free, "retrained_val_acc"),
+            "zero_free_kendall_tau_b_test": tau(zero_free, "retrained_test_acc")}
 
 
 def main(argv=None) -> int:
@@ -133,7 +145,9 @@ def main(argv=None) -> int:
                   f"per edge {s['per_edge_mean_over_windows']}")
         if "ranking" in run:
             r = run["ranking"]
-            print(f"  supernet vs retrained ({len(r['cells'])} cells): Kendall tau-b {r['kendall_tau_b']}")
+            print(f"  supernet vs retrained ({len(r['cells'])} cells): Kendall tau-b {r['kendall_tau_b']}; "
+                  f"the {r['zero_free_cells']} cells without a zero op: {r['zero_free_kendall_tau_b']} "
+                  f"(against their test accuracy: {r['zero_free_kendall_tau_b_test']})")
             for c in r["cells"]:
                 print(f"    {c['cell']}: supernet {c['supernet_val_acc']:.1f}%  retrained val {c['retrained_val_acc']:.1f}%")
     args.out.parent.mkdir(parents=True, exist_ok=True)
