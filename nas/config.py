@@ -22,7 +22,7 @@ from .utils.errors import UserError
 from .sampling.gumbel import TAU_SCHEDULES
 from .sampling.estimators import ESTIMATORS, STRAIGHT_THROUGH
 from .layers.gates import GATE_RULES
-from .utils.limits import (MAX_ARCH_SAMPLES, MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_GUMBEL_RAO_SAMPLES, MAX_IMAGE_SIZE, MAX_SEED,
+from .utils.limits import (MAX_ARCH_SAMPLES, MAX_SELECT_SAMPLES, MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_GUMBEL_RAO_SAMPLES, MAX_IMAGE_SIZE, MAX_SEED,
                            MAX_SYNTHETIC, MAX_SYNTHETIC_BYTES)
 from .utils.yamlio import YAMLRefused, brief, flatten, load_yaml, read_user_yaml
 
@@ -108,7 +108,12 @@ class SearchConfig:
     shrink_to: int = 1            # ... until this many derivable ops remain per edge
     shrink_start: int = 0         # ... the first drop ends epoch shrink_start + shrink_every
     sample_excluded: bool = True  # False: ops never derived (model.exclude_zero, derive_exclude) are never sampled
+    select: str = "logits"        # the final cell: logits (derive them) | op_marginals (supernet accuracy per op)
+    select_samples: int = 6       # op_marginals: architectures drawn per (edge, op)
     nb201_benchmark: str = ""     # NATS-Bench topology file/dir: look up each epoch's derived cell (nb201; "": off)
+
+
+SELECTIONS = ("logits", "op_marginals")  # search.select: how the final cell is chosen (nas/engine/selection.py)
 
 
 @dataclass
@@ -297,6 +302,11 @@ def _check(cfg: Config) -> None:
     need(s.shrink_start >= 0, "search.shrink_start", f"must be >= 0 (epochs before shrinking), got {s.shrink_start}")
     need(0 <= s.settle_epochs_fraction <= 1, "search.settle_epochs_fraction",
          f"must be in [0, 1] (a fraction of the epochs so far), got {s.settle_epochs_fraction}")
+    need(s.select in SELECTIONS, "search.select", f"must be one of {', '.join(SELECTIONS)}, got {brief(s.select)}")
+    in_range(s.select_samples, 1, MAX_SELECT_SAMPLES, "search.select_samples")
+    need(s.select != "op_marginals" or s.shrink_every == 0 or s.shrink_to > 1, "search.select",
+         f"op_marginals compares the ops an edge still holds at the end, but search.shrink_to={s.shrink_to} leaves one; "
+         "set search.shrink_every=0 or search.shrink_to=2 or more")
     need(not s.nb201_benchmark or m.space == "nb201", "search.nb201_benchmark",
          f"names a NAS-Bench-201 (NATS-Bench topology) benchmark, which scores only space nb201, not {brief(m.space)}; "
          "set search.nb201_benchmark='' or model.space=nb201")

@@ -37,7 +37,7 @@ from .loop import EpochLoop, cosine_scheduler
 from ..sampling.sdarts import epsilon_at
 from ..spaces.space import SearchSpace
 from ..layers.supernet import Supernet
-from . import settling
+from . import selection, settling
 from ..sampling import shrinking
 
 _SUMS = ("loss", "correct", "arch_loss", "arch_correct")
@@ -61,7 +61,7 @@ class Searcher(EpochLoop):
         space: Its search space (for deriving and formatting genotypes).
         data: Loaders for the weight and arch steps and for evaluation.
         settings: Loop hyper-parameters (a ``SearchConfig``; its defaults are GDAS's).
-        seed: Seeds the Gumbel sampler's generator.
+        seed: Seeds the Gumbel sampler's generator (and the draws of ``search.select=op_marginals``).
         out_dir: Run directory (checkpoint, metrics, genotype); None writes nothing.
         log: Where epoch summaries go (``print`` by default).
         derivation: The space's derivation rule (None: its default).
@@ -109,6 +109,8 @@ class Searcher(EpochLoop):
         self._bn_stats = [b for n, b in supernet.named_buffers()
                           if n.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")]
         supernet.architecture.seed(seed)
+        self.seed = seed
+        self._selected = None  # the genotype search.select=op_marginals chose at the last epoch (None: logits)
         # The logit gradient of each gdas sample (nas.sampling.estimators); every sample draws it, the weight
         # step's too (its extra gumbel_rao draws cost a few hundred random numbers), so the draws do not
         # depend on which sample trains the logits.
@@ -247,8 +249,27 @@ class Searcher(EpochLoop):
         return loss.detach(), correct, ok, self._step_unless_skipped([self.weight_opt, self.arch_opt], ok)
 
     def exported_genotype(self, probabilities: dict[str, torch.Tensor] | None = None):
-        """The genotype ``genotype.yaml`` gets now: the derivation of the current logits (rule, exclusions, caps)."""
+        """The genotype ``genotype.yaml`` gets now: the op-marginal selection once a ``search.select=op_marginals``
+        search has finished, else the derivation of the current logits (``logits_genotype``)."""
+        return self._selected if self._selected is not None else self.logits_genotype(probabilities)
+
+    def logits_genotype(self, probabilities: dict[str, torch.Tensor] | None = None):
+        """The derivation of the current logits (rule, exclusions, caps)."""
         return self.derive(self.supernet.architecture.derivation_scores(probabilities))
+
+    def select_by_op_marginals(self) -> dict:
+        """Measures every candidate op's marginal accuracy on the val split (``nas.engine.selection``) and
+        makes the genotype the space's rule derives from them the exported one; returns the mean table."""
+        arch = self.supernet.architecture
+        columns = selection.candidate_columns(arch, self._never_derived())
+
+        def accuracy(edges: list[tuple[str, int, str]]) -> float:
+            return self._evaluate(self.data.val_eval, self.supernet.genotype_sample(edges))[1]
+
+        marginals = selection.op_marginals(accuracy, arch, columns, self.s.select_samples, self.seed)
+        table = selection.marginal_table(marginals, columns, arch.op_names)
+        self._selected = self.derive(selection.marginal_scores(table, arch))
+        return table
 
     def evaluate(self, loader: TensorLoader, genotype: Any = None) -> tuple[float, float]:
         """Loss and accuracy (%) over a loader of a genotype's network run on the supernet's shared weights.
@@ -397,7 +418,11 @@ class Searcher(EpochLoop):
             metrics["arch_acc"] = 100.0 * totals["arch_correct"] / counts["arch_seen"]
         if s.on_nonfinite == "skip":
             metrics["skipped_steps"] = counts["skipped"]
-        genotype = self.exported_genotype(probs)
+        genotype = logits_genotype = self.logits_genotype(probs)
+        if s.select == "op_marginals" and epoch + 1 == s.epochs:  # the final choice: by the supernet's accuracy
+            metrics["op_marginals"] = self.select_by_op_marginals()
+            metrics["logits_genotype"] = self.space.format(logits_genotype)
+            genotype = self._selected
         if self.cost is not None:  # the cost of the exported genotype
             metrics["derived_cost"] = self.cost.derived_cost(self._genotype_sample(genotype))
         if epoch + 1 == s.epochs or (s.eval_every and (epoch + 1) % s.eval_every == 0):
@@ -408,7 +433,7 @@ class Searcher(EpochLoop):
         metrics["genotype"] = self.space.format(genotype)
         metrics["probabilities"] = {g: [[round(v, 5) for v in row] for row in p.tolist()] for g, p in probs.items()}
         metrics["entropy"] = {g: [round(v, 5) for v in e.tolist()] for g, e in entropy.items()}
-        metrics["settling"] = self._settling(genotype, metrics["probabilities"], epoch)
+        metrics["settling"] = self._settling(logits_genotype, metrics["probabilities"], epoch)  # the logits' settling
         if self.benchmark is not None:  # the benchmark's accuracies of the derived cell (trained from scratch)
             metrics["benchmark"] = self.benchmark.lookup(metrics["genotype"])
         edges = self.supernet.architecture.edge_coefficients()
@@ -449,7 +474,10 @@ class Searcher(EpochLoop):
         if "derived_cost" in m and self.cost is not None:  # the cost model's figure for the derived genotype
             parts.append(f"cost {m['derived_cost']:.4g} {self.cost.tables.metric}")
         parts.append(f"{m['epoch_time']:.1f}s")
-        return "  ".join(parts) + f"\n    {m['genotype']}"
+        line = "  ".join(parts) + f"\n    {m['genotype']}"
+        if "logits_genotype" in m:  # search.select=op_marginals chose the cell above
+            line += f"  (selected by op marginals; the logits derive {m['logits_genotype']})"
+        return line
 
     def schedule_at(self, epoch: int) -> dict[str, float]:
         """The weights' lr and the temperature at zero-based ``epoch`` under the current ``search.epochs``."""
@@ -461,9 +489,10 @@ class Searcher(EpochLoop):
     def genotype_record(self) -> dict:
         """The current derived genotype with probabilities, as written to ``genotype.yaml``."""
         probs = self.supernet.architecture.probabilities()
+        selected = {"selected_by": "op_marginals"} if self._selected is not None else {}
         return genotype_record(self.space, self.exported_genotype(probs), probs,
                                mode=self.supernet.mode, derivation=self.derivation or self.space.derivation_rules[0],
-                               epoch=self.epoch, **self._settling_summary(), **self._cost_summary())
+                               epoch=self.epoch, **selected, **self._settling_summary(), **self._cost_summary())
 
     def _cost_summary(self) -> dict:
         """``{"cost": {"metric", "derived_cost"}}``: the cost model's figure for the last derived genotype."""
@@ -499,6 +528,11 @@ class Searcher(EpochLoop):
         set_rng_state(state["rng"])
         self.epoch, self.step, self._partial = state["epoch"], state.get("step", 0), state.get("partial")
         self.supernet.tau, self.history = state["tau"], list(state["metrics"])
+        # a finished op-marginal selection is kept; a run extended past it selects again at its new end
+        last = self.history[-1] if self.history else {}
+        self._selected = None
+        if "op_marginals" in last and last["epoch"] == self.s.epochs:
+            self._selected = self.derive(selection.marginal_scores(last["op_marginals"], self.supernet.architecture))
 
     def _write_files(self) -> None:
         save_genotype(self.out_dir / GENOTYPE, self.genotype_record())
