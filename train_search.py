@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
                 tensorboard.close()
     if final:
         say(f"derived genotype: {final['genotype']}")
+        if "logits_genotype" in final:  # search.select=op_marginals
+            say(f"selected by op marginals on the supernet; the logits derive {final['logits_genotype']} "
+                "(the settling below is the logits')")
         if "derived_cost" in final and searcher.cost is not None:
             say(f"cost of the derived genotype (the search's {searcher.cost.tables.metric} model, its supernet's "
                 f"width and input size): {final['derived_cost']:,.6g} {searcher.cost.tables.metric}")

@@ -132,3 +132,18 @@ def test_shrinking_to_two_ops_then_selecting_measures_only_what_is_left(tmp_path
     for row, accs in enumerate(table):
         assert sorted(accs) == sorted(OPS[k] for k in range(5) if allowed[row, k] and OPS[k] != "none")
         assert len(accs) == 2
+
+
+def test_train_search_says_what_was_selected_and_what_the_logits_derive(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "train_search.py"), "--out", str(tmp_path / "run"), *TINY,
+                           *SELECT], capture_output=True, text=True, cwd=root, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    final = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert f"derived genotype: {final['genotype']}" in proc.stdout
+    assert f"the logits derive {final['logits_genotype']}" in proc.stdout
+    assert "selected_by: op_marginals" in (tmp_path / "run" / "genotype.yaml").read_text()
