@@ -141,7 +141,7 @@ def test_train_search_says_what_was_selected_and_what_the_logits_derive(tmp_path
 
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, str(root / "train_search.py"), "--out", str(tmp_path / "run"), *TINY,
-                           *SELECT], capture_output=True, text=True, cwd=root, timeout=300)
+                           *SELECT, "search.shrink_every=0"], capture_output=True, text=True, cwd=root, timeout=300)
     assert proc.returncode == 0, proc.stderr
     final = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert f"derived genotype: {final['genotype']}" in proc.stdout
