@@ -59,6 +59,7 @@ def test_the_exported_cell_is_the_argmax_of_the_marginal_accuracies(finished):
     assert last["val_acc"] == pytest.approx(searcher.evaluate(searcher.data.val_eval)[1])
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert "op_marginals" in lines[-1] and all("op_marginals" not in m for m in lines[:-1])  # once, at the end
+    assert lines[-1]["selection_time"] > 0 and all("selection_time" not in m for m in lines[:-1])
 
 
 def test_each_marginal_is_the_supernet_accuracy_of_its_architecture_on_shared_draws(finished):

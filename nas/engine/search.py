@@ -13,6 +13,7 @@ anywhere resumes onto the same batches, samples and results.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -420,7 +421,9 @@ class Searcher(EpochLoop):
             metrics["skipped_steps"] = counts["skipped"]
         genotype = logits_genotype = self.logits_genotype(probs)
         if s.select == "op_marginals" and epoch + 1 == s.epochs:  # the final choice: by the supernet's accuracy
+            started = time.perf_counter()
             metrics["op_marginals"] = self.select_by_op_marginals()
+            metrics["selection_time"] = time.perf_counter() - started  # not in epoch_time, which is training
             metrics["logits_genotype"] = self.space.format(logits_genotype)
             genotype = self._selected
         if self.cost is not None:  # the cost of the exported genotype
