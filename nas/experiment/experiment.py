@@ -127,7 +127,8 @@ def _search(cfg: Config, out: Path) -> tuple[dict, bool]:
     with stop_signals(searcher.request_stop):
         final = searcher.run()
     summary = {"seed": cfg.seed, "genotype": final["genotype"], "val_acc": final.get("val_acc"),
-               "epochs": cfg.search.epochs,  # training plus the final selection (search.select=op_marginals)
+               "epochs": cfg.search.epochs,
+               # training, plus the final selection under search.select=op_marginals
                "search_time": sum(m["epoch_time"] + m.get("selection_time", 0.0) for m in searcher.history)}
     atomic_write(out / SEARCH_DONE, lambda f: f.write(json.dumps(summary, indent=2) + "\n"), mode="w")
     return summary, False
