@@ -77,7 +77,7 @@ def test_each_marginal_is_the_supernet_accuracy_of_its_architecture_on_shared_dr
     table = selection.marginal_table(marginals, columns, OPS)
     assert table == searcher.history[-1]["op_marginals"]
     assert marginals["cell"][2]["nor_conv_3x3"][1] == pytest.approx(by_hand(searcher, 2, "nor_conv_3x3", 1))
-    first_edge = [e for e in seen[:12]]  # edge 0: 4 ops x 3 draws, draw-major within each op
+    first_edge = seen[:12]  # edge 0: 4 ops x 3 draws, draw-major within each op
     others = [tuple(x for x in e if x[1] != 0) for e in first_edge]
     assert others[0:3] == others[3:6] == others[6:9] == others[9:12]
 
@@ -98,7 +98,7 @@ def test_candidates_follow_masks_and_exclusions_and_scores_never_prefer_an_unmea
     assert scores[0].argmax().item() == 4
 
 
-def test_a_finished_selection_survives_a_resume_and_an_extended_run_selects_again(finished, tmp_path):
+def test_a_finished_selection_survives_a_resume_and_an_extended_run_selects_again(finished):
     searcher, out = finished
     again = build_searcher(build_config({}, TINY + SELECT), out, log=quiet)
     again.resume(out / "checkpoint.pt")
