@@ -18,7 +18,7 @@ from nas.config import build_config
 from nas.data import CLUTTER_MEAN, CLUTTER_STD, load_dataset, load_digits, load_digits_clutter
 from nas.experiment.experiment import main, percentile_among, summarize
 from nas.spaces.genotype import load_genotype
-from nas.experiment.rank_stats import kendall_tau_b
+from nas.experiment.rank_stats import kendall_tau_b, reliability_of_means
 
 TINY_DATA = {"dataset": "synthetic", "synthetic_size": 48, "image_size": 8, "batch_size": 16}
 TINY_MODEL = {"space": "nb201", "C": 4, "N": 1}
@@ -182,6 +182,11 @@ def test_experiment_measures_each_cell_with_r_seeds_and_reports_val_and_test(ser
     noise = results["retraining_noise_se"]["val"]
     within = [(c["val_accs"][0] - c["val_accs"][1]) ** 2 / 2 for c in cells.values()]  # variance of two values
     assert noise == pytest.approx((sum(within) / len(within) / 2) ** 0.5)
+    for group, members in (("random", ["random-0", "random-1"]), ("nonone", ["nonone-0"])):
+        for split in ("val", "test"):  # the random group's; one none-free cell has nothing to rank
+            expected = reliability_of_means([cells[m][f"{split}_accs"] for m in members])
+            assert results["reliability_of_cell_means"][group][split] == expected
+    assert results["reliability_of_cell_means"]["nonone"] == {"val": None, "test": None}
 
     markdown = (out / "results.md").read_text()
     assert "**val** = accuracy on the 10% of the training set" in markdown and "(reported only)" in markdown

@@ -53,7 +53,8 @@ from ..layers.op_traits import ops_with
 from ..spaces.genotype import GENOTYPE, genotype_record, load_genotype, save_genotype
 from .jobs import Job, job_command, run_jobs, threads_per_worker
 from ..engine.loop import CHECKPOINT, RunDiverged, RunInterrupted
-from .rank_stats import kendall_tau_b, percentile_among, pooled_standard_error, standard_error, summarize
+from .rank_stats import (kendall_tau_b, percentile_among, pooled_standard_error, reliability_of_means,
+                         standard_error, summarize)
 from ..engine.train import FINAL
 
 SEARCH_DONE = "search.json"   # written once a search has run all its epochs
@@ -527,6 +528,9 @@ def gather(plan: Plan, records: dict[str, dict]) -> dict:
     percentiles = {g: {split: summarize([c["percentile"][g][split] for c in groups["searched"]])
                        for split in ("val", "test")} for g in ("random", "nonone") if groups[g]}
     noise = {split: pooled_standard_error([c[f"{split}_accs"] for c in cells]) for split in ("val", "test")}
+    # Can this budget rank the random cells at all? (the searched cells are judged against them)
+    reliability = {g: {split: reliability_of_means([c[f"{split}_accs"] for c in groups[g]]) for split in ("val", "test")}
+                   for g in ("random", "nonone") if groups[g]}
     per_search = []
     for search in (c["name"] for c in groups["searched"]):
         believed = [c["supernet_val_acc"][search] for c in cells]
@@ -534,7 +538,7 @@ def gather(plan: Plan, records: dict[str, dict]) -> dict:
                            "tau_b": kendall_tau_b(believed, [c["val_mean"] for c in cells])})
     taus = [t["tau_b"] for t in per_search if t["tau_b"] is not None]
     return {"summary": summary, "percentiles": percentiles, "retraining_noise_se": noise,
-            "kendall_tau": {"per_search": per_search, "mean": statistics.fmean(taus) if taus else None},
+            "reliability_of_cell_means": reliability, "kendall_tau": {"per_search": per_search, "mean": statistics.fmean(taus) if taus else None},
             "cells": cells,
             "job_time": sum(c["train_time"] + c.get("search_time", 0.0) for c in cells)}
 
@@ -584,7 +588,11 @@ def format_markdown(results: dict) -> str:
                          f"{s['median']:.2f} | {s['max']:.2f} |")
         if R:
             lines += ["", f"Retraining noise: standard error of one cell's mean of {R} ({split}), pooled over the "
-                          f"cells: {_num(noise[split])}.", ""]
+                          f"cells: {_num(noise[split])}. Reliability of the cell means (ICC(1,k): the share of their "
+                          "spread that is not retraining noise, the expected correlation with another "
+                          f"{R} retrainings; 0 = a ranking by noise): " +
+                      ", ".join(f"{GROUP_TITLES[g]} {_num(r[split])}"
+                                for g, r in results.get("reliability_of_cell_means", {}).items()) + ".", ""]
         else:
             lines.append("")
     for g, p in results["percentiles"].items():

@@ -1,4 +1,4 @@
-"""Statistics of the experiment: summaries, standard errors, percentiles and Kendall's tau-b.
+"""Statistics of the experiment: summaries, standard errors, reliability, percentiles and Kendall's tau-b.
 
 Plain Python on lists of floats (no SciPy): a few dozen cells at most.
 """
@@ -36,6 +36,36 @@ def pooled_standard_error(groups: list[list[float]]) -> float | None:
     dof = sum(len(g) - 1 for g in sized)
     pooled_variance = sum((len(g) - 1) * statistics.variance(g) for g in sized) / dof
     return math.sqrt(pooled_variance / statistics.fmean(len(g) for g in sized))
+
+
+def reliability_of_means(groups: list[list[float]]) -> float | None:
+    """How much of the spread among group means is not noise: ICC(1, k) of a one-way random-effects ANOVA.
+
+    With the groups being cells and their values retrainings, this is the reliability of a
+    cell's mean of ``k`` retrainings (``k`` the mean group size): the share of the variance of
+    the cell means that comes from the cells rather than from retraining noise, which is also
+    the correlation expected between two independent sets of ``k`` retrainings of the same cells.
+    1 means the budget ranks these cells repeatably, 0 (or below: the estimate is unbiased, not
+    clipped) that their ranking is noise. For equal group sizes it is ``(MSB - MSW) / MSB``;
+    unequal sizes use the usual ``n0`` correction for ICC(1) and then Spearman-Brown to ``k``.
+    None when undefined: fewer than two groups, no group with two values, or no spread at all.
+    """
+    groups = [g for g in groups if g]
+    sized = [g for g in groups if len(g) > 1]
+    if len(groups) < 2 or not sized:
+        return None
+    total = sum(len(g) for g in groups)
+    grand = sum(sum(g) for g in groups) / total
+    ms_between = sum(len(g) * (statistics.fmean(g) - grand) ** 2 for g in groups) / (len(groups) - 1)
+    ms_within = sum((len(g) - 1) * statistics.variance(g) for g in sized) / sum(len(g) - 1 for g in sized)
+    n0 = (total - sum(len(g) ** 2 for g in groups) / total) / (len(groups) - 1)
+    denominator = ms_between + (n0 - 1) * ms_within
+    if denominator <= 0:
+        return None
+    icc1 = (ms_between - ms_within) / denominator
+    k = total / len(groups)
+    spearman_brown = 1 + (k - 1) * icc1
+    return k * icc1 / spearman_brown if spearman_brown > 0 else None
 
 
 def percentile_among(value: float, population: list[float]) -> float:
