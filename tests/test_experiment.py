@@ -191,6 +191,8 @@ def test_experiment_measures_each_cell_with_r_seeds_and_reports_val_and_test(ser
     markdown = (out / "results.md").read_text()
     assert "**val** = accuracy on the 10% of the training set" in markdown and "(reported only)" in markdown
     assert "| random, none-free | 1 |" in markdown and "| searched | 1 |" in markdown
+    shown = results["reliability_of_cell_means"]["random"]["val"]
+    assert f"random {'-' if shown is None else f'{shown:.2f}'}; random, none-free -." in markdown
     assert searched["genotype"].replace("|", "\\|") in markdown
 
 

@@ -124,7 +124,7 @@ def format_markdown(results: dict) -> str:
                           f"cells: {_num(noise[split])}. Reliability of the cell means (ICC(1,k): the share of their "
                           "spread that is not retraining noise, the expected correlation with another "
                           f"{R} retrainings; 0 = a ranking by noise): " +
-                      ", ".join(f"{GROUP_TITLES[g]} {_num(r[split])}"
+                      "; ".join(f"{GROUP_TITLES[g]} {_num(r[split])}"
                                 for g, r in results.get("reliability_of_cell_means", {}).items()) + ".", ""]
         else:
             lines.append("")
