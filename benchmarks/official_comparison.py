@@ -311,7 +311,7 @@ def run_comparison(search_config: str, final_config: str, seeds: int | list[int]
     if retrain_seeds < 1:
         raise UserError(f"--retrain-seeds must be >= 1, got {retrain_seeds}")
     import search_spaces  # noqa: F401  (registers the spaces)
-    from nas.experiment.experiment import run_retrain_job
+    from nas.experiment.cell_jobs import run_retrain_job
 
     all_overrides = [*DEFAULT_OVERRIDES, *overrides, *FIXED_OVERRIDES]
     search_cfgs = [load_config(search_config, [*all_overrides, f"seed={s}"]) for s in seed_list]

@@ -16,9 +16,9 @@ import yaml
 import search_spaces
 from nas.config import build_config
 from nas.data import CLUTTER_MEAN, CLUTTER_STD, load_dataset, load_digits, load_digits_clutter
-from nas.experiment.experiment import main, percentile_among, summarize
+from nas.experiment.experiment import main
 from nas.spaces.genotype import load_genotype
-from nas.experiment.rank_stats import kendall_tau_b, reliability_of_means
+from nas.experiment.rank_stats import kendall_tau_b, percentile_among, reliability_of_means, summarize
 
 TINY_DATA = {"dataset": "synthetic", "synthetic_size": 48, "image_size": 8, "batch_size": 16}
 TINY_MODEL = {"space": "nb201", "C": 4, "N": 1}
@@ -191,6 +191,8 @@ def test_experiment_measures_each_cell_with_r_seeds_and_reports_val_and_test(ser
     markdown = (out / "results.md").read_text()
     assert "**val** = accuracy on the 10% of the training set" in markdown and "(reported only)" in markdown
     assert "| random, none-free | 1 |" in markdown and "| searched | 1 |" in markdown
+    shown = results["reliability_of_cell_means"]["random"]["val"]
+    assert f"random {'-' if shown is None else f'{shown:.2f}'}; random, none-free -." in markdown
     assert searched["genotype"].replace("|", "\\|") in markdown
 
 

@@ -18,7 +18,8 @@ import search_spaces  # noqa: E402,F401
 from nas.cli.build import build_searcher  # noqa: E402
 from nas.config import build_config  # noqa: E402
 from nas.utils.errors import UserError  # noqa: E402
-from nas.experiment.experiment import main as experiment_main, run_search_job, write_random_genotypes  # noqa: E402
+from nas.experiment.cell_jobs import run_search_job, write_random_genotypes  # noqa: E402
+from nas.experiment.experiment import main as experiment_main  # noqa: E402
 from nas.experiment.rank_stats import percentile_among  # noqa: E402
 from nas.spaces.genotype import load_genotype  # noqa: E402
 from search_spaces.nb201_benchmark import METRIC_NAME, NB201Benchmark  # noqa: E402
