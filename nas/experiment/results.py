@@ -58,8 +58,8 @@ def gather(plan: Plan, records: dict[str, dict]) -> dict:
                        for split in ("val", "test")} for g in ("random", "nonone") if groups[g]}
     noise = {split: pooled_standard_error([c[f"{split}_accs"] for c in cells]) for split in ("val", "test")}
     # Can this budget rank the random cells at all? (the searched cells are judged against them)
-    reliability = {g: {split: reliability_of_means([c[f"{split}_accs"] for c in groups[g]]) for split in ("val", "test")}
-                   for g in ("random", "nonone") if groups[g]}
+    reliability = {g: {split: reliability_of_means([c[f"{split}_accs"] for c in groups[g]])
+                       for split in ("val", "test")} for g in ("random", "nonone") if groups[g]}
     per_search = []
     for search in (c["name"] for c in groups["searched"]):
         believed = [c["supernet_val_acc"][search] for c in cells]
@@ -74,6 +74,7 @@ def gather(plan: Plan, records: dict[str, dict]) -> dict:
 
 
 def clock(seconds: float) -> str:
+    """A duration as ``<minutes>m<seconds>s`` (the progress lines and the job time)."""
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}m{secs:02d}s"
 
