@@ -33,9 +33,12 @@ def pooled_standard_error(groups: list[list[float]]) -> float | None:
     sized = [g for g in groups if len(g) > 1]
     if not sized:
         return None
-    dof = sum(len(g) - 1 for g in sized)
-    pooled_variance = sum((len(g) - 1) * statistics.variance(g) for g in sized) / dof
-    return math.sqrt(pooled_variance / statistics.fmean(len(g) for g in sized))
+    return math.sqrt(_pooled_variance(sized) / statistics.fmean(len(g) for g in sized))
+
+
+def _pooled_variance(sized: list[list[float]]) -> float:
+    """The within-group variances of groups with two or more values, pooled by their ``n - 1`` (MSW)."""
+    return sum((len(g) - 1) * statistics.variance(g) for g in sized) / sum(len(g) - 1 for g in sized)
 
 
 def reliability_of_means(groups: list[list[float]]) -> float | None:
@@ -57,7 +60,7 @@ def reliability_of_means(groups: list[list[float]]) -> float | None:
     total = sum(len(g) for g in groups)
     grand = sum(sum(g) for g in groups) / total
     ms_between = sum(len(g) * (statistics.fmean(g) - grand) ** 2 for g in groups) / (len(groups) - 1)
-    ms_within = sum((len(g) - 1) * statistics.variance(g) for g in sized) / sum(len(g) - 1 for g in sized)
+    ms_within = _pooled_variance(sized)
     n0 = (total - sum(len(g) ** 2 for g in groups) / total) / (len(groups) - 1)
     denominator = ms_between + (n0 - 1) * ms_within
     if denominator <= 0:

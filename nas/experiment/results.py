@@ -122,8 +122,8 @@ def format_markdown(results: dict) -> str:
                          f"{s['median']:.2f} | {s['max']:.2f} |")
         if R:
             lines += ["", f"Retraining noise: standard error of one cell's mean of {R} ({split}), pooled over the "
-                          f"cells: {_num(noise[split])}. Reliability of the cell means (ICC(1,k): the share of their "
-                          "spread that is not retraining noise, the expected correlation with another "
+                          f"cells: {_num(noise[split])}. Reliability of the cell means ({split}; ICC(1,k): the share "
+                          "of their spread that is not retraining noise, the expected correlation with another "
                           f"{R} retrainings; 0 = a ranking by noise): " +
                       "; ".join(f"{GROUP_TITLES[g]} {_num(r[split])}"
                                 for g, r in results.get("reliability_of_cell_means", {}).items()) + ".", ""]
