@@ -107,6 +107,7 @@ class SearchConfig:
     shrink_every: int = 0         # progressive shrinking: drop each edge's least probable op every K epochs (0: off)
     shrink_to: int = 1            # ... until this many derivable ops remain per edge
     shrink_start: int = 0         # ... the first drop ends epoch shrink_start + shrink_every
+    shrink_by: str = "logits"     # ... the op dropped: least probable (logits) | lowest marginal accuracy (op_marginals)
     sample_excluded: bool = True  # False: ops never derived (model.exclude_zero, derive_exclude) are never sampled
     select: str = "logits"        # the final cell: logits (derive them) | op_marginals (supernet accuracy per op)
     select_samples: int = 6       # op_marginals: architectures drawn per (edge, op)
@@ -114,6 +115,7 @@ class SearchConfig:
 
 
 SELECTIONS = ("logits", "op_marginals")  # search.select: how the final cell is chosen (nas/engine/selection.py)
+SHRINK_MEASURES = ("logits", "op_marginals")  # search.shrink_by: which op an edge drops (nas/sampling/shrinking.py)
 
 
 @dataclass
@@ -300,6 +302,8 @@ def _check(cfg: Config) -> None:
     need(s.shrink_every >= 0, "search.shrink_every", f"must be >= 0 (epochs between drops; 0: off), got {s.shrink_every}")
     need(s.shrink_to >= 1, "search.shrink_to", f"must be >= 1 (ops each edge keeps), got {s.shrink_to}")
     need(s.shrink_start >= 0, "search.shrink_start", f"must be >= 0 (epochs before shrinking), got {s.shrink_start}")
+    need(s.shrink_by in SHRINK_MEASURES, "search.shrink_by",
+         f"must be one of {', '.join(SHRINK_MEASURES)}, got {brief(s.shrink_by)}")
     need(0 <= s.settle_epochs_fraction <= 1, "search.settle_epochs_fraction",
          f"must be in [0, 1] (a fraction of the epochs so far), got {s.settle_epochs_fraction}")
     need(s.select in SELECTIONS, "search.select", f"must be one of {', '.join(SELECTIONS)}, got {brief(s.select)}")

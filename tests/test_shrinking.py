@@ -137,3 +137,62 @@ def test_sample_excluded_true_is_the_default_and_samples_every_op():
     samples, _ = searcher.supernet.architecture.sample_many("gdas", 1.0, 200)
     picked = torch.stack([s.coefficients["cell"].argmax(-1) for s in samples])
     assert (picked == OPS.index("none")).any()
+
+
+def test_given_scores_rank_the_ops_instead_of_their_probabilities():
+    torch.manual_seed(2)
+    arch = Architecture({"cell": (3, 5)}, OPS, init_std=1.0)
+    enable(arch)
+    probs = arch.probabilities()["cell"]
+    scores = torch.tensor([[0.9, 0.8, 0.1, 0.7, 0.6],    # lowest score: nor_conv_1x1
+                           [0.5, 0.9, 0.9, 0.2, 0.9],    # nor_conv_3x3
+                           [-1.0, 0.3, 0.3, 0.3, 0.3]])  # none (unmeasured, -1) goes first; then a tie
+    dropped = shrink(arch, keep=1, exclude=["none"], scores={"cell": scores})["cell"]
+    assert dropped == ["nor_conv_1x1", "nor_conv_3x3", "none"]
+    assert [OPS[int(k)] for k in probs.argmin(-1)] != dropped  # the probabilities would have dropped others
+    assert shrink(arch, keep=1, exclude=["none"], scores={"cell": scores})["cell"][2] == "avg_pool_3x3"  # tie: higher
+
+
+def test_bad_shrink_by_is_a_one_line_error():
+    with pytest.raises(UserError, match="search.shrink_by.*logits, op_marginals"):
+        build_config({}, ["search.shrink_by=accuracy"])
+
+
+MARGINAL_SHRINK = TINY + ["model.exclude_zero=true", "search.sample_excluded=false", "search.epochs=4",
+                          "search.shrink_every=1", "search.shrink_start=1", "search.shrink_by=op_marginals",
+                          "search.select_samples=2", "search.warmup_epochs=4"]
+
+
+def test_shrinking_by_op_marginals_drops_the_op_of_lowest_marginal_accuracy_and_resumes_exactly(tmp_path):
+    cfg = build_config({}, MARGINAL_SHRINK)
+    (tmp_path / "full").mkdir()
+    full = build_searcher(cfg, tmp_path / "full", log=lambda s: None)
+    full.run()
+    derivable = OPS[1:]
+    assert [m["candidates"]["cell"] for m in full.history] == [[4] * 6, [3] * 6, [2] * 6, [1] * 6]
+    assert "shrink_marginals" not in full.history[0]
+    per_edge_left = [set(derivable) for _ in range(6)]
+    for m in full.history[1:]:
+        table, dropped = m["shrink_marginals"]["cell"], m["dropped"]["cell"]
+        assert m["shrink_time"] > 0
+        for edge, (accs, gone) in enumerate(zip(table, dropped)):
+            assert set(accs) == per_edge_left[edge]  # only the ops still candidates are measured
+            assert all(0.0 <= a <= 100.0 for a in accs.values())
+            lowest = min(accs.values())
+            # the op with the lowest marginal goes (ties: the higher column, as for probabilities)
+            assert gone == max((op for op, a in accs.items() if a == lowest), key=OPS.index)
+            per_edge_left[edge].discard(gone)
+    last = full.history[-1]
+    assert [next(iter(s)) for s in per_edge_left] == last["settling"]["edges"]["cell"]["derived_op"]
+    assert last["settling"]["mean_top_p"] == 1.0
+    # different drops draw different architectures (seeded by the epoch), so tables differ between drops
+    assert full.history[1]["shrink_marginals"] != full.history[2]["shrink_marginals"]
+
+    (tmp_path / "cut").mkdir()
+    first = build_searcher(cfg, tmp_path / "cut", log=lambda s: None)
+    first.run(until_epoch=2)
+    second = build_searcher(cfg, tmp_path / "cut", log=lambda s: None)
+    second.resume(tmp_path / "cut" / "checkpoint.pt")
+    second.run()
+    strip = lambda h: [{k: v for k, v in m.items() if k not in ("epoch_time", "shrink_time")} for m in h]  # noqa: E731
+    assert strip(second.history) == strip(full.history)

@@ -261,16 +261,21 @@ class Searcher(EpochLoop):
     def select_by_op_marginals(self) -> dict:
         """Measures every candidate op's marginal accuracy on the val split (``nas.engine.selection``) and
         makes the genotype the space's rule derives from them the exported one; returns the mean table."""
+        table = self.op_marginal_table(self.seed)
+        self._selected = self.derive(selection.marginal_scores(table, self.supernet.architecture))
+        return table
+
+    def op_marginal_table(self, seed: int) -> dict:
+        """Mean marginal accuracy on the val split of every derivable candidate op of every edge
+        (``nas.engine.selection``; ``search.select_samples`` architectures per op, drawn from ``seed``)."""
         arch = self.supernet.architecture
         columns = selection.candidate_columns(arch, self._never_derived())
 
         def accuracy(edges: list[tuple[str, int, str]]) -> float:
             return self._evaluate(self.data.val_eval, self.supernet.genotype_sample(edges))[1]
 
-        marginals = selection.op_marginals(accuracy, arch, columns, self.s.select_samples, self.seed)
-        table = selection.marginal_table(marginals, columns, arch.op_names)
-        self._selected = self.derive(selection.marginal_scores(table, arch))
-        return table
+        marginals = selection.op_marginals(accuracy, arch, columns, self.s.select_samples, seed)
+        return selection.marginal_table(marginals, columns, arch.op_names)
 
     def evaluate(self, loader: TensorLoader, genotype: Any = None) -> tuple[float, float]:
         """Loss and accuracy (%) over a loader of a genotype's network run on the supernet's shared weights.
@@ -370,24 +375,37 @@ class Searcher(EpochLoop):
         bar.close()
         self._raise_if_pending(epoch, pending)
         self.step = 0
-        dropped = self._shrink(epoch)
+        shrink_started = time.perf_counter()
+        dropped, shrink_marginals = self._shrink(epoch)
+        shrink_time = time.perf_counter() - shrink_started
         # The epoch's one sync for the running sums (under torchrun: summed over every rank's shard).
         totals, counts = epoch_sums.totals(self.dist, summed_counts=("seen", "arch_seen"))
         if self.dist.enabled:
             distribute_bn(self.supernet, self.dist.world_size, reduce=True)  # BN running stats: mean over shards
-        metrics = self._epoch_metrics(epoch, tau, totals, counts, epoch_sums.elapsed())
+        metrics = self._epoch_metrics(epoch, tau, totals, counts, epoch_sums.elapsed() - shrink_time)
         if self.s.shrink_every > 0:
             metrics["candidates"] = shrinking.candidates(self.supernet.architecture)
             if dropped is not None:
                 metrics["dropped"] = dropped
+            if shrink_marginals is not None:  # search.shrink_by=op_marginals: what the drops were ranked by
+                metrics["shrink_marginals"] = shrink_marginals
+                metrics["shrink_time"] = shrink_time  # not in epoch_time, which is training
         return metrics
 
-    def _shrink(self, epoch: int) -> dict | None:
-        """Progressive shrinking (``nas.sampling.shrinking``) at the end of epoch ``epoch`` (0-based) when due."""
-        s = self.s
+    def _shrink(self, epoch: int) -> tuple[dict | None, dict | None]:
+        """Progressive shrinking (``nas.sampling.shrinking``) at the end of epoch ``epoch`` (0-based) when due:
+        ``(group -> dropped op names, the op-marginal table it ranked by)``; ``(None, None)`` when not due,
+        the table None when the logits rank (``search.shrink_by``)."""
+        s, arch = self.s, self.supernet.architecture
         if not shrinking.shrink_due(epoch + 1, s.shrink_every, s.shrink_start):
-            return None
-        return shrinking.shrink(self.supernet.architecture, s.shrink_to, sorted(self._never_derived()))
+            return None, None
+        table = scores = None
+        columns = selection.candidate_columns(arch, self._never_derived())
+        if s.shrink_by == "op_marginals" and any(len(c) > s.shrink_to for per in columns.values() for c in per):
+            # each drop draws its own architectures (seeded by the epoch), so a resumed run drops the same ops
+            table = self.op_marginal_table(self.seed + epoch + 1)
+            scores = selection.marginal_scores(table, arch)
+        return shrinking.shrink(arch, s.shrink_to, sorted(self._never_derived()), scores), table
 
     def _never_derived(self) -> set[str]:
         """Op names derivation never picks: ``derive_exclude`` and the ops the space's rule never derives."""

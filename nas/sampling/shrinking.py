@@ -5,7 +5,9 @@ measures this) spreads its probability over all ops for most of the run and
 settles late or never. Shrinking turns the remaining budget into fewer, better
 separated choices: at the end of every ``search.shrink_every``-th epoch
 (counted after ``search.shrink_start``), each edge that still has more than
-``search.shrink_to`` candidates loses the one with the lowest probability. A
+``search.shrink_to`` candidates loses the one with the lowest probability, or,
+with ``search.shrink_by=op_marginals``, the lowest marginal accuracy on the
+supernet (``nas.engine.selection``; the searcher passes those scores). A
 dropped op is masked exactly as an op that does not exist on the edge
 (``Architecture.allowed_<group>``: its logit reads as ``MASKED_LOGIT``, it is
 never sampled, derived or given a gradient), so every sampler, gate and
@@ -75,15 +77,18 @@ def ops_to_drop(probabilities: torch.Tensor, allowed: torch.Tensor, keep: int,
 
 
 @torch.no_grad()
-def shrink(arch: Architecture, keep: int, exclude: Sequence[str] = ()) -> dict[str, list[str | None]]:
+def shrink(arch: Architecture, keep: int, exclude: Sequence[str] = (),
+           scores: dict[str, torch.Tensor] | None = None) -> dict[str, list[str | None]]:
     """Drops one op per edge (``ops_to_drop``) in every group, in place; returns group -> the dropped op names.
 
     Args:
         arch: The architecture (``enable`` called on it).
         keep: Derivable ops each edge keeps at the end.
         exclude: Op names derivation never picks (they do not count towards ``keep``).
+        scores: group -> ``[edges, ops]`` measure to rank the ops by instead of their probabilities
+            (``search.shrink_by=op_marginals``: ``selection.marginal_scores``); the lowest goes.
     """
-    probs = arch.probabilities()
+    probs = arch.probabilities() if scores is None else scores
     protected = [name not in set(exclude) for name in arch.op_names]
     dropped: dict[str, list[str | None]] = {}
     for group, p in probs.items():
