@@ -8,14 +8,17 @@
     nothing can be learned, so whatever SNR it shows is the noise floor (a
     zero-mean gradient gives about ``0.8 / sqrt(W)``). Signal well above the
     floor means the logits are told something; at the floor they random-walk.
-(b) Whether the shared weights rank cells: with ``--retrained DIR`` (a random-cell
-    directory of ``python -m nas.experiment``: ``DIR/random-<k>/genotype.yaml``
-    and ``retrain-seed<r>/final.json``), every cell is evaluated on the search's
+(b) Whether the shared weights rank cells: with ``--retrained DIR`` (a directory of
+    retrained cells, such as the random-cell directory of ``python -m nas.experiment``:
+    ``DIR/<cell>/genotype.yaml`` and ``retrain-seed<r>/final.json``; a cell found
+    twice counts once), every cell is evaluated on the search's
     final supernet (its own val split, as the experiment's supernet scores) and
     Kendall's tau-b between those accuracies and the retrained val accuracies is
     printed (``nas.experiment.rank_stats``), over all cells and over the cells
     without the space's zero op (``none``): the cells a search that never
-    derives ``none`` has to tell apart.
+    derives ``none`` has to tell apart. A search without arch steps
+    (``search.warmup_epochs`` >= ``search.epochs``: uniform sampling) has no
+    gradient to measure; it gets (b) only.
 
     python benchmarks/search_diagnosis.py --config configs/quickstart.yaml \
         --out /tmp/diag.json --retrained runs/random search.epochs=12
@@ -70,7 +73,8 @@ def record_search(cfg, shuffle: bool) -> tuple[object, dict[str, torch.Tensor], 
     searcher.arch_step = recording_step
     start = time.perf_counter()
     searcher.run()
-    return searcher, {g: torch.stack(v) for g, v in grads.items()}, time.perf_counter() - start
+    # no arch step at all (search.warmup_epochs >= search.epochs: uniform sampling): no gradient to measure
+    return searcher, {g: torch.stack(v) for g, v in grads.items() if v}, time.perf_counter() - start
 
 
 def window_snr(grads: torch.Tensor, window: int) -> torch.Tensor:
@@ -89,12 +93,15 @@ def window_snr(grads: torch.Tensor, window: int) -> torch.Tensor:
 def supernet_tau(searcher, retrained: Path) -> dict:
     """Kendall's tau-b between the supernet's val accuracy of each retrained cell and its retrained val accuracy."""
     zero_ops = set(ops_with(searcher.space.op_traits(), zero=True))
-    rows = []
+    rows, seen = [], set()
     for cell in sorted(retrained.glob("*/genotype.yaml")):
         finals = [json.loads(f.read_text()) for f in sorted(cell.parent.glob("retrain-seed*/final.json"))]
         if not finals:
             continue
         space, genotype = load_genotype(cell)
+        if space.format(genotype) in seen:  # the same cell retrained in two places counts once
+            continue
+        seen.add(space.format(genotype))
         _, supernet_acc = searcher.evaluate(searcher.data.val_eval, genotype)
         rows.append({"cell": cell.parent.name, "supernet_val_acc": supernet_acc,
                      "zero_free": not any(op in zero_ops for _, _, op in space.genotype_edges(genotype)),
@@ -127,7 +134,8 @@ def main(argv=None) -> int:
     for name in ("real", "shuffled")[: 1 if args.no_shuffled else 2]:
         searcher, grads, seconds = record_search(cfg, shuffle=name == "shuffled")
         window = args.window or searcher.steps_per_epoch()
-        run = {"seconds": round(seconds, 1), "steps": next(iter(grads.values())).shape[0], "window": window,
+        run = {"seconds": round(seconds, 1), "steps": next(iter(grads.values())).shape[0] if grads else 0,
+               "window": window,
                "final_genotype": searcher.history[-1]["genotype"],
                "final_settling": searcher.history[-1]["settling"]["mean_top_p"],
                "noise_floor_zero_mean": round(math.sqrt(2 / math.pi) / math.sqrt(window - 1), 4), "snr": {}}

@@ -64,3 +64,21 @@ def test_ranking_counts_cells_without_the_zero_op_and_agrees_with_a_direct_count
     expected = 1.0 if a > b else -1.0  # nonone-0 is the better one retrained, on val and on test
     assert ranking["zero_free_kendall_tau_b"] == pytest.approx(expected)
     assert ranking["zero_free_kendall_tau_b_test"] == pytest.approx(expected)
+
+
+def test_a_search_without_arch_steps_gets_the_ranking_and_a_cell_found_twice_counts_once(diagnosis, tmp_path):
+    import shutil
+
+    import torch
+
+    write_retrained(tmp_path / "cells")
+    shutil.copytree(tmp_path / "cells" / "nonone-0", tmp_path / "cells" / "searched-nonone-0")  # the same cell again
+    threads = torch.get_num_threads()
+    try:  # search.warmup_epochs = search.epochs: weight steps only, uniform sampling
+        assert diagnosis.main(["--no-shuffled", "--out", str(tmp_path / "d.json"), "--retrained",
+                               str(tmp_path / "cells"), *TINY, "search.warmup_epochs=2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    run = json.loads((tmp_path / "d.json").read_text())["runs"]["real"]
+    assert run["steps"] == 0 and run["snr"] == {}
+    assert sorted(r["cell"] for r in run["ranking"]["cells"]) == sorted(CELLS)
