@@ -185,8 +185,6 @@ def test_shrinking_by_op_marginals_drops_the_op_of_lowest_marginal_accuracy_and_
     last = full.history[-1]
     assert [next(iter(s)) for s in per_edge_left] == last["settling"]["edges"]["cell"]["derived_op"]
     assert last["settling"]["mean_top_p"] == 1.0
-    # different drops draw different architectures (seeded by the epoch), so tables differ between drops
-    assert full.history[1]["shrink_marginals"] != full.history[2]["shrink_marginals"]
 
     (tmp_path / "cut").mkdir()
     first = build_searcher(cfg, tmp_path / "cut", log=lambda s: None)

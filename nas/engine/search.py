@@ -400,11 +400,12 @@ class Searcher(EpochLoop):
         if not shrinking.shrink_due(epoch + 1, s.shrink_every, s.shrink_start):
             return None, None
         table = scores = None
-        columns = selection.candidate_columns(arch, self._never_derived())
-        if s.shrink_by == "op_marginals" and any(len(c) > s.shrink_to for per in columns.values() for c in per):
-            # each drop draws its own architectures (seeded by the epoch), so a resumed run drops the same ops
-            table = self.op_marginal_table(self.seed + epoch + 1)
-            scores = selection.marginal_scores(table, arch)
+        if s.shrink_by == "op_marginals":
+            columns = selection.candidate_columns(arch, self._never_derived())
+            if any(len(c) > s.shrink_to for per_edge in columns.values() for c in per_edge):  # something to rank
+                # each drop draws its own architectures (seeded by the epoch), so a resumed run drops the same ops
+                table = self.op_marginal_table(self.seed + epoch + 1)
+                scores = selection.marginal_scores(table, arch)
         return shrinking.shrink(arch, s.shrink_to, sorted(self._never_derived()), scores), table
 
     def _never_derived(self) -> set[str]:
