@@ -99,9 +99,10 @@ def supernet_tau(searcher, retrained: Path) -> dict:
         if not finals:
             continue
         space, genotype = load_genotype(cell)
-        if space.format(genotype) in seen:  # the same cell retrained in two places counts once
+        name = space.format(genotype)
+        if name in seen:  # the same cell retrained in two places counts once
             continue
-        seen.add(space.format(genotype))
+        seen.add(name)
         _, supernet_acc = searcher.evaluate(searcher.data.val_eval, genotype)
         rows.append({"cell": cell.parent.name, "supernet_val_acc": supernet_acc,
                      "zero_free": not any(op in zero_ops for _, _, op in space.genotype_edges(genotype)),

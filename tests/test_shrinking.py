@@ -17,6 +17,11 @@ TINY = ["data.dataset=synthetic", "data.synthetic_size=64", "data.image_size=8",
 OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 
 
+def without_times(history: list[dict]) -> list[dict]:
+    """The metrics lines without their wall times, which a resumed run cannot repeat."""
+    return [{k: v for k, v in m.items() if k not in ("epoch_time", "shrink_time")} for m in history]
+
+
 @pytest.mark.parametrize("every,start,due", [(0, 0, []), (1, 0, [1, 2, 3, 4, 5, 6]), (2, 0, [2, 4, 6]),
                                              (2, 1, [3, 5]), (3, 2, [5])])
 def test_shrink_due_every_k_epochs_after_the_start(every, start, due):
@@ -105,8 +110,7 @@ def test_a_search_shrinks_on_schedule_and_a_resume_continues_exactly(tmp_path):
     second.resume(tmp_path / "cut" / "checkpoint.pt")
     assert torch.equal(second.supernet.architecture.allowed_cell, first.supernet.architecture.allowed_cell)
     second.run()
-    strip = lambda h: [{k: v for k, v in m.items() if k != "epoch_time"} for m in h]  # noqa: E731
-    assert strip(second.history) == strip(full.history)
+    assert without_times(second.history) == without_times(full.history)
 
 
 def test_sample_excluded_false_never_samples_trains_or_derives_the_excluded_ops(tmp_path):
@@ -192,5 +196,4 @@ def test_shrinking_by_op_marginals_drops_the_op_of_lowest_marginal_accuracy_and_
     second = build_searcher(cfg, tmp_path / "cut", log=lambda s: None)
     second.resume(tmp_path / "cut" / "checkpoint.pt")
     second.run()
-    strip = lambda h: [{k: v for k, v in m.items() if k not in ("epoch_time", "shrink_time")} for m in h]  # noqa: E731
-    assert strip(second.history) == strip(full.history)
+    assert without_times(second.history) == without_times(full.history)
