@@ -74,7 +74,13 @@ def run(args: argparse.Namespace) -> int:
                 tensorboard.close()
     if final:
         say(f"derived genotype: {final['genotype']}")
-        if "logits_genotype" in final:  # search.select=op_marginals
+        if "local_search" in final:  # search.select=local_search
+            ls = final["local_search"]
+            say(f"selected by local search on the supernet from the op-marginal cell {ls['start']} "
+                f"({len(ls['moves'])} moves, {ls['evaluations']} cells evaluated, supernet val "
+                f"{ls['start_val_acc']:.2f}% -> {ls['val_acc']:.2f}%); the logits derive {final['logits_genotype']} "
+                "(the settling below is the logits')")
+        elif "logits_genotype" in final:  # search.select=op_marginals
             say(f"selected by op marginals on the supernet; the logits derive {final['logits_genotype']} "
                 "(the settling below is the logits')")
         if "derived_cost" in final and searcher.cost is not None:

@@ -22,7 +22,7 @@ from .utils.errors import UserError
 from .sampling.gumbel import TAU_SCHEDULES
 from .sampling.estimators import ESTIMATORS, STRAIGHT_THROUGH
 from .layers.gates import GATE_RULES
-from .utils.limits import (MAX_ARCH_SAMPLES, MAX_SELECT_SAMPLES, MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_GUMBEL_RAO_SAMPLES, MAX_IMAGE_SIZE, MAX_SEED,
+from .utils.limits import (MAX_ARCH_SAMPLES, MAX_SELECT_SAMPLES, MAX_SELECT_SWEEPS, MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_GUMBEL_RAO_SAMPLES, MAX_IMAGE_SIZE, MAX_SEED,
                            MAX_SYNTHETIC, MAX_SYNTHETIC_BYTES)
 from .utils.yamlio import YAMLRefused, brief, flatten, load_yaml, read_user_yaml
 
@@ -110,11 +110,13 @@ class SearchConfig:
     shrink_by: str = "logits"     # ... the op dropped: least probable (logits) | lowest marginal accuracy (op_marginals)
     sample_excluded: bool = True  # False: ops never derived (model.exclude_zero, derive_exclude) are never sampled
     select: str = "logits"        # the final cell: logits (derive them) | op_marginals (supernet accuracy per op)
-    select_samples: int = 6       # op_marginals: architectures drawn per (edge, op)
+                                  # | local_search (op_marginals' cell, then coordinate ascent on whole cells)
+    select_samples: int = 6       # op_marginals, local_search: architectures drawn per (edge, op)
+    select_sweeps: int = 2        # local_search: passes over the edges at most
     nb201_benchmark: str = ""     # NATS-Bench topology file/dir: look up each epoch's derived cell (nb201; "": off)
 
 
-SELECTIONS = ("logits", "op_marginals")  # search.select: how the final cell is chosen (nas/engine/selection.py)
+SELECTIONS = ("logits", "op_marginals", "local_search")  # search.select: how the final cell is chosen (nas/engine/selection.py)
 SHRINK_MEASURES = ("logits", "op_marginals")  # search.shrink_by: which op an edge drops (nas/sampling/shrinking.py)
 
 
@@ -308,8 +310,9 @@ def _check(cfg: Config) -> None:
          f"must be in [0, 1] (a fraction of the epochs so far), got {s.settle_epochs_fraction}")
     need(s.select in SELECTIONS, "search.select", f"must be one of {', '.join(SELECTIONS)}, got {brief(s.select)}")
     in_range(s.select_samples, 1, MAX_SELECT_SAMPLES, "search.select_samples")
-    need(s.select != "op_marginals" or s.shrink_every == 0 or s.shrink_to > 1, "search.select",
-         f"op_marginals compares the ops an edge still holds at the end, but search.shrink_to={s.shrink_to} leaves one; "
+    in_range(s.select_sweeps, 1, MAX_SELECT_SWEEPS, "search.select_sweeps")
+    need(s.select == "logits" or s.shrink_every == 0 or s.shrink_to > 1, "search.select",
+         f"{s.select} compares the ops an edge still holds at the end, but search.shrink_to={s.shrink_to} leaves one; "
          "set search.shrink_every=0 or search.shrink_to=2 or more")
     need(not s.nb201_benchmark or m.space == "nb201", "search.nb201_benchmark",
          f"names a NAS-Bench-201 (NATS-Bench topology) benchmark, which scores only space nb201, not {brief(m.space)}; "

@@ -111,7 +111,7 @@ class Searcher(EpochLoop):
                           if n.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")]
         supernet.architecture.seed(seed)
         self.seed = seed
-        self._selected = None  # the genotype search.select=op_marginals chose at the last epoch (None: logits)
+        self._selected = None  # the genotype search.select (op_marginals, local_search) chose at the end (None: logits)
         # The logit gradient of each gdas sample (nas.sampling.estimators); every sample draws it, the weight
         # step's too (its extra gumbel_rao draws cost a few hundred random numbers), so the draws do not
         # depend on which sample trains the logits.
@@ -250,7 +250,7 @@ class Searcher(EpochLoop):
         return loss.detach(), correct, ok, self._step_unless_skipped([self.weight_opt, self.arch_opt], ok)
 
     def exported_genotype(self, probabilities: dict[str, torch.Tensor] | None = None):
-        """The genotype ``genotype.yaml`` gets now: the op-marginal selection once a ``search.select=op_marginals``
+        """The genotype ``genotype.yaml`` gets now: the supernet's selection once a ``search.select=op_marginals|local_search``
         search has finished, else the derivation of the current logits (``logits_genotype``)."""
         return self._selected if self._selected is not None else self.logits_genotype(probabilities)
 
@@ -264,6 +264,18 @@ class Searcher(EpochLoop):
         table = self.op_marginal_table(self.seed)
         self._selected = self.derive(selection.marginal_scores(table, self.supernet.architecture))
         return table
+
+    def select_by_local_search(self, table: dict) -> dict:
+        """Coordinate ascent on the supernet's val accuracy of whole cells from the cell of an op-marginal
+        ``table`` (``nas.engine.selection.local_search``); makes its end the exported genotype, returns its record."""
+        arch = self.supernet.architecture
+        genotype, record = selection.local_search(
+            lambda g: self.evaluate(self.data.val_eval, g)[1], self.derive, self.space.genotype_edges,
+            selection.marginal_scores(table, arch), selection.candidate_columns(arch, self._never_derived()),
+            arch.op_names, self.s.select_sweeps)
+        self._selected = genotype
+        start = self.derive(selection.marginal_scores(table, arch))
+        return {"start": self.space.format(start), **record}
 
     def op_marginal_table(self, seed: int) -> dict:
         """Mean marginal accuracy on the val split of every derivable candidate op of every edge
@@ -439,9 +451,11 @@ class Searcher(EpochLoop):
         if s.on_nonfinite == "skip":
             metrics["skipped_steps"] = counts["skipped"]
         genotype = logits_genotype = self.logits_genotype(probs)
-        if s.select == "op_marginals" and epoch + 1 == s.epochs:  # the final choice: by the supernet's accuracy
+        if s.select != "logits" and epoch + 1 == s.epochs:  # the final choice: by the supernet's accuracy
             started = time.perf_counter()
             metrics["op_marginals"] = self.select_by_op_marginals()
+            if s.select == "local_search":
+                metrics["local_search"] = self.select_by_local_search(metrics["op_marginals"])
             metrics["selection_time"] = time.perf_counter() - started  # not in epoch_time, which is training
             metrics["logits_genotype"] = self.space.format(logits_genotype)
             genotype = self._selected
@@ -497,7 +511,12 @@ class Searcher(EpochLoop):
             parts.append(f"cost {m['derived_cost']:.4g} {self.cost.tables.metric}")
         parts.append(f"{m['epoch_time']:.1f}s")
         line = "  ".join(parts) + f"\n    {m['genotype']}"
-        if "logits_genotype" in m:  # search.select=op_marginals chose the cell above
+        if "local_search" in m:  # search.select=local_search chose the cell above
+            ls = m["local_search"]
+            line += (f"  (selected by local search on the supernet from the op-marginal cell {ls['start']}: "
+                     f"{len(ls['moves'])} moves, val {ls['start_val_acc']:.2f} -> {ls['val_acc']:.2f}%; "
+                     f"the logits derive {m['logits_genotype']})")
+        elif "logits_genotype" in m:  # search.select=op_marginals chose the cell above
             line += f"  (selected by op marginals; the logits derive {m['logits_genotype']})"
         return line
 
@@ -511,7 +530,8 @@ class Searcher(EpochLoop):
     def genotype_record(self) -> dict:
         """The current derived genotype with probabilities, as written to ``genotype.yaml``."""
         probs = self.supernet.architecture.probabilities()
-        selected = {"selected_by": "op_marginals"} if self._selected is not None else {}
+        by = "local_search" if self.history and "local_search" in self.history[-1] else "op_marginals"
+        selected = {"selected_by": by} if self._selected is not None else {}
         return genotype_record(self.space, self.exported_genotype(probs), probs,
                                mode=self.supernet.mode, derivation=self.derivation or self.space.derivation_rules[0],
                                epoch=self.epoch, **selected, **self._settling_summary(), **self._cost_summary())
@@ -550,10 +570,12 @@ class Searcher(EpochLoop):
         set_rng_state(state["rng"])
         self.epoch, self.step, self._partial = state["epoch"], state.get("step", 0), state.get("partial")
         self.supernet.tau, self.history = state["tau"], list(state["metrics"])
-        # a finished op-marginal selection is kept; a run extended past it selects again at its new end
+        # a finished selection is kept; a run extended past it selects again at its new end
         last = self.history[-1] if self.history else {}
         self._selected = None
-        if "op_marginals" in last and last["epoch"] == self.s.epochs:
+        if "local_search" in last and last["epoch"] == self.s.epochs:
+            self._selected = self.space.parse(last["genotype"])
+        elif "op_marginals" in last and last["epoch"] == self.s.epochs:
             self._selected = self.derive(selection.marginal_scores(last["op_marginals"], self.supernet.architecture))
 
     def _write_files(self) -> None:

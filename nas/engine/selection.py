@@ -16,10 +16,22 @@ probabilities (argmax per edge on NAS-Bench-201; top-2 inputs per node on DARTS)
 
 Cost: ``sum over edges of candidates x samples`` evaluations of the val split,
 once, at the end of the search.
+
+``search.select=local_search`` then refines that cell on the same judge, a
+whole cell at a time: marginals average each op over random other edges, so
+they miss what an op is worth next to the ops the cell actually holds (an op on
+an edge whose node feeds nothing but pools, say). Starting from the marginals'
+cell, each edge in turn tries every candidate op with the other edges fixed,
+and the cell moves to the op of highest val accuracy if it beats the current
+cell; up to ``search.select_sweeps`` passes over the edges, stopping at a pass
+that moves nothing (coordinate ascent; the local search that White et al.,
+UAI 2021, found strong on NAS benchmarks, here on the supernet's accuracy).
+Cost: at most ``sweeps x sum over kept edges of (candidates - 1)`` more
+evaluations, every cell evaluated once.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -97,3 +109,78 @@ def marginal_scores(table: MarginalTable, arch: Architecture) -> dict[str, torch
                 t[row, arch.op_names.index(op)] = 1.0 if mean is None else mean / 100.0
         scores[group] = t
     return scores
+
+
+# A pinned op beats its edge's best score by this much: it becomes the edge's op while the edge's strength
+# (the DARTS rule's choice of inputs reads the best score of an edge) moves by no more than that.
+PIN_MARGIN = 1e-6
+
+
+def pin_op(scores: dict[str, torch.Tensor], group: str, row: int, column: int) -> dict[str, torch.Tensor]:
+    """A copy of ``scores`` in which op ``column`` is the highest of edge ``row`` of ``group``, by ``PIN_MARGIN``."""
+    out = {g: t.clone() for g, t in scores.items()}
+    others = torch.cat([out[group][row, :column], out[group][row, column + 1:]])
+    out[group][row, column] = (others.max() if len(others) else out[group][row, column]) + PIN_MARGIN
+    return out
+
+
+def local_search(evaluate: Callable[[Any], float], derive: Callable[[dict[str, torch.Tensor]], Any],
+                 edges_of: Callable[[Any], list[tuple[str, int, str]]], scores: dict[str, torch.Tensor],
+                 columns: dict[str, list[list[int]]], op_names: list[str], sweeps: int) -> tuple[Any, dict]:
+    """Coordinate ascent on the supernet's accuracy of whole cells, from the cell ``derive(scores)``.
+
+    Each pass visits the edges the current cell keeps, in order; on each it derives the cell with every
+    other candidate op pinned there (``pin_op``: the space's rule, exclusions and caps still apply, so the
+    cell evaluated is the cell that would be exported) and moves to the most accurate one if it beats the
+    current cell. Ties keep the current cell. Each distinct cell is evaluated once.
+
+    Args:
+        evaluate: Val accuracy (%) of a genotype on the supernet.
+        derive: The search's derivation of a genotype from scores (rule, exclusions, caps).
+        edges_of: ``space.genotype_edges``: ``(group, logit row, op)`` per kept op.
+        scores: group -> ``[edges, ops]`` scores of the starting cell (``marginal_scores``).
+        columns: ``candidate_columns``: the op columns each edge may take.
+        op_names: The space's op names (column order).
+        sweeps: Passes over the edges at most.
+
+    Returns:
+        The final genotype and a record: the start's accuracy, each move, the evaluations and passes made.
+    """
+    seen: dict[tuple, float] = {}
+
+    def accuracy(genotype: Any) -> float:
+        key = tuple(edges_of(genotype))
+        if key not in seen:
+            seen[key] = float(evaluate(genotype))
+        return seen[key]
+
+    current = derive(scores)
+    record: dict = {"start_val_acc": accuracy(current), "moves": [], "sweeps": 0}
+    for _ in range(sweeps):
+        record["sweeps"] += 1
+        moved = False
+        for group, row, _ in edges_of(current):
+            # the edge's op now: a move on an earlier edge may have changed others under a cap
+            ops_now = [o for g, r, o in edges_of(current) if (g, r) == (group, row)]
+            if not ops_now or len(columns[group][row]) < 2:
+                continue
+            op = ops_now[0]
+            best = (accuracy(current), current, scores, op)
+            for column in columns[group][row]:
+                if op_names[column] == op:
+                    continue
+                pinned = pin_op(scores, group, row, column)
+                candidate = derive(pinned)
+                acc = accuracy(candidate)
+                if acc > best[0]:
+                    best = (acc, candidate, pinned, op_names[column])
+            if best[1] is not current:
+                record["moves"].append({"edge": f"{group}[{row}]", "from": op, "to": best[3],
+                                        "val_acc": round(best[0], 4)})
+                _, current, scores, _ = best
+                moved = True
+        if not moved:
+            break
+    record["val_acc"] = accuracy(current)
+    record["evaluations"] = len(seen)
+    return current, record

@@ -11,4 +11,5 @@ MAX_CHANNELS = 1024             # model.C (the last stage has 4x as many)
 MAX_CELLS = 64                  # model.N
 MAX_GUMBEL_RAO_SAMPLES = 1000   # search.gumbel_rao_samples: K noise vectors of the logits' size per sample
 MAX_SELECT_SAMPLES = 256        # search.select_samples: val-split evaluations per (edge, op) at the end of a search
+MAX_SELECT_SWEEPS = 100         # search.select_sweeps: passes of the local search over the edges
 MAX_ARCH_SAMPLES = 64           # search.arch_samples: forward and backward passes of the supernet per arch step
