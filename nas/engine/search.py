@@ -269,13 +269,12 @@ class Searcher(EpochLoop):
         """Coordinate ascent on the supernet's val accuracy of whole cells from the cell of an op-marginal
         ``table`` (``nas.engine.selection.local_search``); makes its end the exported genotype, returns its record."""
         arch = self.supernet.architecture
+        scores = selection.marginal_scores(table, arch)
         genotype, record = selection.local_search(
-            lambda g: self.evaluate(self.data.val_eval, g)[1], self.derive, self.space.genotype_edges,
-            selection.marginal_scores(table, arch), selection.candidate_columns(arch, self._never_derived()),
-            arch.op_names, self.s.select_sweeps)
+            lambda g: self.evaluate(self.data.val_eval, g)[1], self.derive, self.space.genotype_edges, scores,
+            selection.candidate_columns(arch, self._never_derived()), arch.op_names, self.s.select_sweeps)
         self._selected = genotype
-        start = self.derive(selection.marginal_scores(table, arch))
-        return {"start": self.space.format(start), **record}
+        return {"start": self.space.format(self.derive(scores)), **record}
 
     def op_marginal_table(self, seed: int) -> dict:
         """Mean marginal accuracy on the val split of every derivable candidate op of every edge
