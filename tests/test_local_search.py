@@ -2,9 +2,6 @@
 op-marginal cell (nas/engine/selection.py)."""
 import itertools
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,17 +15,12 @@ from nas.spaces.derive import derive_with_caps
 from nas.spaces.space import get_space
 from nas.utils.errors import UserError
 
-TINY = ["data.dataset=synthetic", "data.synthetic_size=64", "data.image_size=8", "data.batch_size=16",
-        "model.C=4", "model.N=1", "search.epochs=2", "search.arch_lr=0.05", "seed=3", "deterministic=true",
-        "search.eval_every=0", "search.report=false", "model.exclude_zero=true", "search.sample_excluded=false"]
+from selection_helpers import TINY, quiet, run_train_search
+
 LOCAL = ["search.select=local_search", "search.select_samples=2", "search.select_sweeps=3"]
 NB201 = get_space("nb201")
 OPS = list(NB201.op_names)
 REAL = [k for k, op in enumerate(OPS) if op != "none"]
-
-
-def quiet(*_):
-    pass
 
 
 def toy_problem(interaction: float):
@@ -153,11 +145,7 @@ def test_bad_local_search_settings_get_one_line(overrides, message):
 
 
 def test_train_search_says_where_the_ascent_started_and_what_it_gained(tmp_path):
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(root / "train_search.py"), "--out", str(tmp_path / "run"), *TINY,
-                           *LOCAL, "search.shrink_every=0"], capture_output=True, text=True, cwd=root, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    final = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    proc, final = run_train_search(tmp_path / "run", *LOCAL, "search.shrink_every=0")
     assert f"derived genotype: {final['genotype']}" in proc.stdout
     assert f"selected by local search on the supernet from the op-marginal cell {final['local_search']['start']}" \
         in proc.stdout

@@ -11,15 +11,10 @@ from nas.engine import selection
 from nas.sampling.architecture import Architecture
 from nas.utils.errors import UserError
 
-TINY = ["data.dataset=synthetic", "data.synthetic_size=64", "data.image_size=8", "data.batch_size=16",
-        "model.C=4", "model.N=1", "search.epochs=2", "search.arch_lr=0.05", "seed=3", "deterministic=true",
-        "search.eval_every=0", "search.report=false", "model.exclude_zero=true", "search.sample_excluded=false"]
+from selection_helpers import TINY, quiet, run_train_search
+
 SELECT = ["search.select=op_marginals", "search.select_samples=3"]
 OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
-
-
-def quiet(*_):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -136,15 +131,7 @@ def test_shrinking_to_two_ops_then_selecting_measures_only_what_is_left(tmp_path
 
 
 def test_train_search_says_what_was_selected_and_what_the_logits_derive(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(root / "train_search.py"), "--out", str(tmp_path / "run"), *TINY,
-                           *SELECT, "search.shrink_every=0"], capture_output=True, text=True, cwd=root, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    final = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    proc, final = run_train_search(tmp_path / "run", *SELECT, "search.shrink_every=0")
     assert f"derived genotype: {final['genotype']}" in proc.stdout
     assert f"the logits derive {final['logits_genotype']}" in proc.stdout
     assert "selected_by: op_marginals" in (tmp_path / "run" / "genotype.yaml").read_text()
