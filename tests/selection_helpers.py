@@ -23,3 +23,14 @@ def run_train_search(out: Path, *overrides: str) -> tuple[subprocess.CompletedPr
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc, json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def finished_search(tmp_path_factory, name: str, overrides: list[str]):
+    """A tiny search on ``TINY`` plus ``overrides`` run to its end in a fresh run directory: (searcher, dir)."""
+    from nas.cli.build import build_searcher
+    from nas.config import build_config
+
+    out = tmp_path_factory.mktemp(name)
+    searcher = build_searcher(build_config({}, TINY + overrides), out, log=quiet)
+    searcher.run()
+    return searcher, out

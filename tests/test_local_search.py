@@ -15,7 +15,7 @@ from nas.spaces.derive import derive_with_caps
 from nas.spaces.space import get_space
 from nas.utils.errors import UserError
 
-from selection_helpers import TINY, quiet, run_train_search
+from selection_helpers import TINY, finished_search, quiet, run_train_search
 
 LOCAL = ["search.select=local_search", "search.select_samples=2", "search.select_sweeps=3"]
 NB201 = get_space("nb201")
@@ -103,10 +103,8 @@ def test_pinning_an_op_on_a_darts_edge_changes_that_op_and_keeps_the_chosen_inpu
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("local")
-    searcher = build_searcher(build_config({}, TINY + LOCAL), out, log=quiet)
-    searcher.run()
-    return searcher, out
+    """A tiny search that selects by local search, run to its end in a run directory."""
+    return finished_search(tmp_path_factory, "local", LOCAL)
 
 
 def test_a_search_exports_the_end_of_the_ascent_from_the_op_marginal_cell(finished):

@@ -11,7 +11,7 @@ from nas.engine import selection
 from nas.sampling.architecture import Architecture
 from nas.utils.errors import UserError
 
-from selection_helpers import TINY, quiet, run_train_search
+from selection_helpers import TINY, finished_search, quiet, run_train_search
 
 SELECT = ["search.select=op_marginals", "search.select_samples=3"]
 OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
@@ -20,10 +20,7 @@ OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A tiny search that selects by op marginals, run to its end in a run directory."""
-    out = tmp_path_factory.mktemp("select")
-    searcher = build_searcher(build_config({}, TINY + SELECT), out, log=quiet)
-    searcher.run()
-    return searcher, out
+    return finished_search(tmp_path_factory, "select", SELECT)
 
 
 def by_hand(searcher, row: int, op: str, k: int, samples: int = 3) -> float:
