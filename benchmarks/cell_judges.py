@@ -1,0 +1,263 @@
+"""Can a judge cheaper than retraining rank cells? Zero-cost proxies and short training, measured.
+
+A search chooses between cells by some judge: the logits, the supernet's accuracy
+(``benchmarks/search_diagnosis.py`` measures that one), or a cheaper stand-in for
+retraining. This script measures the stand-ins against cells that were retrained:
+every cell found under ``--retrained DIR ...`` (``DIR/<cell>/genotype.yaml`` and
+``retrain-seed<r>/final.json``, the layout of ``python -m nas.experiment``'s search
+and random-cell directories; a cell found in several places counts once, each
+retraining seed once) is scored by
+
+- ``params``: its parameter count;
+- ``synflow`` (Tanaka et al., NeurIPS 2020): ``sum |theta * dR/dtheta|`` with every
+  parameter made positive and ``R`` the sum of the outputs for an all-ones input, in
+  float64 and eval mode (data-free);
+- ``naswot`` (Mellor et al., ICML 2021): the log-determinant of the kernel of the ReLU
+  activation codes of one training batch, ``K[i, j]`` = number of units on which
+  images ``i`` and ``j`` agree;
+- ``grad_norm`` and ``snip`` (Abdelfattah et al., ICLR 2021): ``sum ||dL/dtheta||`` over
+  the parameter tensors and ``sum |theta * dL/dtheta|``, the cross-entropy of one batch;
+- ``short-E`` for each ``--short-epochs E``: the val accuracy after training the cell from
+  scratch under ``--config`` for E epochs with ``train.val_split=--short-val-split``
+  (the retraining's own loop, ``train_final.py``'s).
+
+The data-dependent proxies are averaged over ``--init-seeds`` initialisations (each
+on the same batch). For each judge the script prints Kendall's tau-b
+(``nas.experiment.rank_stats``) against the cells' retrained val and test means,
+over the cells without the zero op (``none``: the cells a search that never derives
+it has to tell apart) and over all, and the retrained means of the quarter of the
+zero-free cells each judge ranks highest (a judge worth using lifts that quarter
+above the mean of all). The held-out part of the short training contains the
+retraining's val images when both use ``train.val_split`` (the split is nested), so
+its test column is the independent one.
+
+    python benchmarks/cell_judges.py --retrained runs/random3 runs/ls_confirm \
+        --config configs/experiment_final_clutter_large.yaml --short-epochs 4 8 --out judges.json
+
+Single thread; the zero-cost judges take about a second per cell, a short training
+about as long as that fraction of a retraining.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import search_spaces  # noqa: E402,F401  (registers the spaces)
+from nas.cli.build import build_final_trainer, space_arguments  # noqa: E402
+from nas.config import load_config  # noqa: E402
+from nas.experiment.rank_stats import kendall_tau_b  # noqa: E402
+from nas.layers.op_traits import ops_with  # noqa: E402
+from nas.spaces.genotype import load_genotype  # noqa: E402
+from nas.utils.errors import UserError  # noqa: E402
+
+
+def read_retrained(dirs: list[Path]) -> list[dict]:
+    """One row per distinct cell: its genotype, where it was found, and its retrained val and test means."""
+    cells: dict[str, dict] = {}
+    for root in dirs:
+        if not root.is_dir():
+            raise UserError(f"--retrained {str(root)!r} is not a directory; pass a run directory of nas.experiment")
+        for path in sorted(root.glob("*/genotype.yaml")):
+            space, genotype = load_genotype(path)
+            name = space.format(genotype)
+            row = cells.setdefault(name, {"cell": name, "where": str(path.parent), "space": space,
+                                          "genotype": genotype, "retrains": {}})
+            for final in sorted(path.parent.glob("retrain-seed*/final.json")):
+                seed = final.parent.name.removeprefix("retrain-seed")
+                record = json.loads(final.read_text())
+                if record.get("val_acc") is not None:  # a seed retrained in two places is the same run: once
+                    row["retrains"].setdefault(seed, (record["val_acc"], record["test_acc"]))
+    rows = []
+    for row in cells.values():
+        runs = list(row.pop("retrains").values())
+        if not runs:
+            continue
+        zero_ops = set(ops_with(row["space"].op_traits(), zero=True))
+        row.update(retrains=len(runs), zero_free=not any(op in zero_ops for _, _, op in
+                                                         row["space"].genotype_edges(row["genotype"])),
+                   val_acc=sum(r[0] for r in runs) / len(runs), test_acc=sum(r[1] for r in runs) / len(runs))
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------ zero-cost proxies
+def parameter_count(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Number of parameters."""
+    return float(sum(p.numel() for p in net.parameters()))
+
+
+def synflow(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """``sum |theta * dR/dtheta|`` of a float64 copy with |theta|, ``R`` = sum of the outputs for ones (eval mode)."""
+    net = _copy(net).double().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_()
+    out = net(torch.ones(1, *x.shape[1:], dtype=torch.float64))  # [1, classes]
+    out.sum().backward()
+    return float(sum((p.detach() * p.grad).abs().sum() for p in net.parameters() if p.grad is not None))
+
+
+def naswot(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """log det of ``K = C C^T + (1 - C)(1 - C)^T`` over the binary ReLU codes ``C`` [batch, units] of one batch."""
+    kernel = torch.zeros(len(x), len(x), dtype=torch.float64)
+
+    def record(module, inputs, output):
+        codes = (output.detach().flatten(1) > 0).double()  # [batch, units of this ReLU]
+        kernel.add_(codes @ codes.t() + (1 - codes) @ (1 - codes).t())
+
+    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, nn.ReLU)]
+    try:
+        net.train()
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return float(torch.linalg.slogdet(kernel)[1])
+
+
+def _loss_gradients(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    net = _copy(net).train()
+    out = net(x)
+    F.cross_entropy(out[0] if isinstance(out, tuple) else out, y).backward()
+    return [(p.detach(), p.grad) for p in net.parameters() if p.grad is not None]
+
+
+def grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """``sum over parameter tensors of ||dL/dtheta||``, L the cross-entropy of one batch."""
+    return float(sum(g.norm() for _, g in _loss_gradients(net, x, y)))
+
+
+def snip(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """``sum |theta * dL/dtheta|``, L the cross-entropy of one batch."""
+    return float(sum((p * g).abs().sum() for p, g in _loss_gradients(net, x, y)))
+
+
+def _copy(net: nn.Module) -> nn.Module:
+    return copy.deepcopy(net)  # a proxy never changes the network it scores
+
+
+ZERO_COST: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
+    "params": parameter_count, "synflow": synflow, "naswot": naswot, "grad_norm": grad_norm, "snip": snip}
+DATA_FREE = ("params", "synflow")  # the same for every initialisation up to the weights' signs and scale: one
+
+
+def zero_cost_scores(rows: list[dict], cfg, init_seeds: int, log=print) -> None:
+    """Adds ``row[name]`` for every zero-cost proxy (data-dependent ones averaged over ``init_seeds`` inits)."""
+    first = rows[0]
+    trainer, _, _ = build_final_trainer(cfg, (first["space"], first["genotype"]), log=lambda _: None)
+    x, y = next(iter(trainer.train_data.epoch(0)))  # one training batch [B, C, H, W], as the loop sees it
+    shape = tuple(trainer.test_data.image_shape)
+    classes = int(trainer.test_data.labels.max()) + 1
+    for i, row in enumerate(rows):
+        space = row["space"]
+        started = time.perf_counter()
+        for name, proxy in ZERO_COST.items():
+            values = []
+            for seed in range(1 if name in DATA_FREE else init_seeds):
+                torch.manual_seed(seed)
+                net = space.build_network(row["genotype"], num_classes=classes, in_channels=shape[0],
+                                          **space_arguments(cfg, space, network=True, image_size=shape[-1]))
+                values.append(proxy(net, x, y))
+            row[name] = sum(values) / len(values)
+        log(f"  [{i + 1}/{len(rows)}] zero-cost {time.perf_counter() - started:.1f}s  {row['cell']}")
+
+
+def short_training_scores(rows: list[dict], config: Path, epochs: int, val_split: float, log=print) -> str:
+    """Adds ``row['short-E']``: val accuracy after E epochs of the retraining loop with ``train.val_split``."""
+    name = f"short-{epochs}"
+    cfg = load_config(config, [f"train.epochs={epochs}", f"train.val_split={val_split}", "train.eval_every=0"])
+    for i, row in enumerate(rows):
+        started = time.perf_counter()
+        trainer, _, _ = build_final_trainer(cfg, (row["space"], row["genotype"]), log=lambda _: None)
+        trainer.run()
+        row[name] = trainer.history[-1]["val_acc"]
+        log(f"  [{i + 1}/{len(rows)}] {name} val {row[name]:.2f}%  {time.perf_counter() - started:.1f}s")
+    return name
+
+
+def judge_report(rows: list[dict], judge: str) -> dict:
+    """Kendall's tau-b of a judge against the retrained means (zero-free cells and all) and its top quarter."""
+    free = [r for r in rows if r["zero_free"]]
+
+    def tau(cells: list[dict], target: str) -> float | None:
+        return kendall_tau_b([r[judge] for r in cells], [r[target] for r in cells]) if len(cells) > 1 else None
+
+    ranked = sorted(free, key=lambda r: -r[judge])
+    top = ranked[:max(1, len(ranked) // 4)]
+    return {"judge": judge, "zero_free_cells": len(free), "cells": len(rows),
+            "tau_val_zero_free": tau(free, "val_acc"), "tau_test_zero_free": tau(free, "test_acc"),
+            "tau_val_all": tau(rows, "val_acc"), "tau_test_all": tau(rows, "test_acc"),
+            "top_quarter_val": sum(r["val_acc"] for r in top) / len(top),
+            "top_quarter_test": sum(r["test_acc"] for r in top) / len(top),
+            "top_cell": ranked[0]["cell"] if ranked else None}
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.3f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--retrained", type=Path, nargs="+", required=True,
+                    help="search or random-cell directories of nas.experiment")
+    ap.add_argument("--config", type=Path, default=Path("configs/experiment_final_clutter_large.yaml"),
+                    help="the retraining config (network and data of every judge)")
+    ap.add_argument("--init-seeds", type=int, default=3, help="initialisations averaged per data-dependent proxy")
+    ap.add_argument("--short-epochs", type=int, nargs="*", default=[], help="short trainings to judge by (epochs)")
+    ap.add_argument("--short-val-split", type=float, default=0.5, help="held-out share of the short trainings")
+    ap.add_argument("--out", type=Path, help="JSON of every score and figure")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        if args.init_seeds < 1 or any(e < 1 for e in args.short_epochs) or not 0 < args.short_val_split < 1:
+            raise UserError("--init-seeds and --short-epochs must be >= 1 and --short-val-split in (0, 1)")
+        rows = read_retrained(args.retrained)
+        if len(rows) < 2:
+            raise UserError(f"found {len(rows)} retrained cell(s) under --retrained; need at least 2")
+        cfg = load_config(args.config)
+        spaces = {r["space"].name for r in rows}
+        if spaces != {cfg.model.space}:
+            raise UserError(f"the retrained cells are {', '.join(sorted(spaces))} cells but --config builds "
+                            f"{cfg.model.space!r}; pass the config they were retrained with")
+        print(f"{len(rows)} retrained cells ({sum(r['zero_free'] for r in rows)} without the zero op)")
+        zero_cost_scores(rows, cfg, args.init_seeds)
+        judges = list(ZERO_COST)
+        for epochs in args.short_epochs:
+            judges.append(short_training_scores(rows, args.config, epochs, args.short_val_split))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    reports = [judge_report(rows, j) for j in judges]
+    free = [r for r in rows if r["zero_free"]]
+    print(f"\n| judge | tau-b val, {len(free)} zero-free cells | tau-b test | tau-b val, all {len(rows)} | "
+          f"tau-b test, all | retrained val / test of its top quarter |")
+    print("|---|---:|---:|---:|---:|---|")
+    for r in reports:
+        print(f"| {r['judge']} | {_fmt(r['tau_val_zero_free'])} | {_fmt(r['tau_test_zero_free'])} | "
+              f"{_fmt(r['tau_val_all'])} | {_fmt(r['tau_test_all'])} | "
+              f"{r['top_quarter_val']:.2f} / {r['top_quarter_test']:.2f} |")
+    if free:
+        print(f"\nmean of the {len(free)} zero-free cells: val {sum(r['val_acc'] for r in free) / len(free):.2f} / "
+              f"test {sum(r['test_acc'] for r in free) / len(free):.2f}")
+    if args.out:
+        cells = [{k: v for k, v in r.items() if k not in ("space", "genotype")} for r in rows]
+        args.out.write_text(json.dumps({"cells": cells, "judges": reports}, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

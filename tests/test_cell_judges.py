@@ -1,0 +1,137 @@
+"""benchmarks/cell_judges.py: each zero-cost proxy against a reference computed another way, the reading
+of retrained cells, the judges' report, and the script end to end on a tiny config."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|nor_conv_3x3~0|skip_connect~1|nor_conv_3x3~2|"
+POOLS = "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|skip_connect~0|avg_pool_3x3~1|avg_pool_3x3~2|"
+ZERO = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+TINY_FINAL = """seed: 0
+data: {dataset: synthetic, synthetic_size: 64, image_size: 8, batch_size: 16}
+model: {space: nb201, C: 4, N: 1}
+train: {epochs: 1, val_split: 0.25}
+"""
+
+
+@pytest.fixture(scope="module")
+def judges():
+    spec = importlib.util.spec_from_file_location("cell_judges", ROOT / "benchmarks" / "cell_judges.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cell_judges"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_cell(root: Path, name: str, arch: str, runs: dict[int, tuple[float, float]]) -> None:
+    """A cell directory as ``nas.experiment`` writes it: genotype.yaml and retrain-seed<r>/final.json."""
+    (root / name).mkdir(parents=True)
+    (root / name / "genotype.yaml").write_text(f"space: nb201\ngenotype: '{arch}'\n")
+    for seed, (val, test) in runs.items():
+        (root / name / f"retrain-seed{seed}").mkdir()
+        (root / name / f"retrain-seed{seed}" / "final.json").write_text(json.dumps({"val_acc": val, "test_acc": test}))
+
+
+def test_synflow_of_a_linear_chain_is_its_depth_times_its_output(judges):
+    # R = 1^T |W2| |W1| 1 is homogeneous of degree 1 in each layer, so sum theta dR/dtheta = 2 R (Euler).
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5, bias=False), nn.Linear(5, 3, bias=False))
+    w1, w2 = net[0].weight.detach().abs(), net[1].weight.detach().abs()
+    expected = 2 * float(torch.ones(3).double() @ w2.double() @ w1.double() @ torch.ones(4).double())
+    assert judges.synflow(net, torch.randn(7, 4), torch.zeros(7, dtype=torch.long)) == pytest.approx(expected)
+    assert (net[0].weight < 0).any()  # the network itself is left as it was
+
+
+def test_naswot_is_the_log_det_of_agreements_counted_pair_by_pair(judges):
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        h1 = net[1](net[0](x))
+        h2 = net[3](net[2](h1))
+    codes = torch.cat([h1 > 0, h2 > 0], dim=1)  # [5 images, 11 units]
+    agree = torch.tensor([[float((codes[i] == codes[j]).sum()) for j in range(5)] for i in range(5)],
+                         dtype=torch.float64)
+    assert judges.naswot(net, x, torch.zeros(5, dtype=torch.long)) == pytest.approx(
+        float(torch.linalg.slogdet(agree)[1]))
+
+
+def test_grad_norm_and_snip_match_the_softmax_regression_gradient(judges):
+    torch.manual_seed(2)
+    net = nn.Linear(4, 3, bias=False)
+    x, y = torch.randn(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    # dL/dW of the mean cross-entropy: (softmax(W x) - onehot(y))^T x / B, written out
+    grad = (F.softmax(x @ net.weight.detach().t(), dim=1) - F.one_hot(y, 3).float()).t() @ x / len(x)
+    assert judges.grad_norm(net, x, y) == pytest.approx(float(grad.norm()), rel=1e-5)
+    assert judges.snip(net, x, y) == pytest.approx(float((net.weight.detach() * grad).abs().sum()), rel=1e-5)
+    assert net.weight.grad is None  # scored on a copy
+
+
+def test_retrained_cells_are_read_once_each_seed_once(judges, tmp_path):
+    write_cell(tmp_path / "a", "nonone-0", GOOD, {0: (80.0, 85.0), 1: (82.0, 87.0)})
+    write_cell(tmp_path / "b", "search-seed4", GOOD, {1: (82.0, 87.0), 2: (84.0, 89.0)})  # seed 1 again
+    write_cell(tmp_path / "a", "random-0", ZERO, {0: (10.0, 9.0)})
+    write_cell(tmp_path / "a", "unfinished", POOLS, {})
+    rows = {r["cell"]: r for r in judges.read_retrained([tmp_path / "a", tmp_path / "b"])}
+    assert set(rows) == {GOOD, ZERO}
+    assert rows[GOOD]["retrains"] == 3 and rows[GOOD]["val_acc"] == pytest.approx(82.0)
+    assert rows[GOOD]["test_acc"] == pytest.approx(87.0)
+    assert rows[GOOD]["zero_free"] and not rows[ZERO]["zero_free"]
+
+
+def test_report_ranks_the_zero_free_cells_and_averages_the_top_quarter(judges):
+    rows = [{"cell": str(k), "zero_free": k < 8, "val_acc": 80.0 + k, "test_acc": 90.0 - k,
+             "judge": float(k if k < 8 else -k)} for k in range(9)]
+    r = judges.judge_report(rows, "judge")
+    assert r["zero_free_cells"] == 8 and r["cells"] == 9
+    assert r["tau_val_zero_free"] == pytest.approx(1.0) and r["tau_test_zero_free"] == pytest.approx(-1.0)
+    assert r["top_quarter_val"] == pytest.approx((87 + 86) / 2)  # the judge's two highest of eight
+    assert r["top_cell"] == "7"
+    assert r["tau_val_all"] < 1.0  # the cell with the zero op is ranked last by the judge, first by val
+
+
+def test_script_end_to_end_with_a_short_training(judges, tmp_path, capsys):
+    write_cell(tmp_path / "cells", "nonone-0", GOOD, {0: (80.0, 85.0)})
+    write_cell(tmp_path / "cells", "nonone-1", POOLS, {0: (70.0, 75.0)})
+    write_cell(tmp_path / "cells", "random-0", ZERO, {0: (10.0, 9.0)})
+    (tmp_path / "final.yaml").write_text(TINY_FINAL)
+    threads = torch.get_num_threads()
+    try:
+        assert judges.main(["--retrained", str(tmp_path / "cells"), "--config", str(tmp_path / "final.yaml"),
+                            "--init-seeds", "2", "--short-epochs", "1", "--out", str(tmp_path / "j.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((tmp_path / "j.json").read_text())
+    assert [j["judge"] for j in result["judges"]] == ["params", "synflow", "naswot", "grad_norm", "snip", "short-1"]
+    cells = {c["cell"]: c for c in result["cells"]}
+    assert cells[GOOD]["params"] > cells[POOLS]["params"]  # three 3x3 convolutions against none
+    assert 0.0 <= cells[GOOD]["short-1"] <= 100.0
+    assert "| short-1 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--retrained", "/nonexistent/cells"], "is not a directory"),
+    (["--retrained", "{empty}"], "need at least 2"),
+    (["--retrained", "{cells}", "--init-seeds", "0"], "--init-seeds"),
+    (["--retrained", "{cells}", "--config", "{darts}"], "pass the config they were retrained with"),
+])
+def test_bad_input_is_one_line_and_exit_2(judges, tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
+    write_cell(tmp_path / "cells", "nonone-0", GOOD, {0: (80.0, 85.0)})
+    write_cell(tmp_path / "cells", "nonone-1", POOLS, {0: (70.0, 75.0)})
+    (tmp_path / "darts.yaml").write_text("model: {space: darts}\n")
+    argv = [a.format(empty=tmp_path / "empty", cells=tmp_path / "cells", darts=tmp_path / "darts.yaml") for a in argv]
+    threads = torch.get_num_threads()
+    try:
+        assert judges.main(argv) == 2
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
