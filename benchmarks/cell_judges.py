@@ -19,7 +19,12 @@ retraining seed once) is scored by
   the parameter tensors and ``sum |theta * dL/dtheta|``, the cross-entropy of one batch;
 - ``short-E`` for each ``--short-epochs E``: the val accuracy after training the cell from
   scratch under ``--config`` for E epochs with ``train.val_split=--short-val-split``
-  (the retraining's own loop, ``train_final.py``'s).
+  (the retraining's own loop, ``train_final.py``'s);
+- with ``--supernets DIR ...`` (experiment directories): each search's supernet accuracy
+  of the cells (``search-seed*/supernet_scores.json``, as the experiment's Kendall tau
+  reads it) and ``supernet-mean``, their mean over every search that scored the cell.
+  If the supernets' errors were noise (which weights a seed happened to train), the
+  mean of several would rank better than each; if it does not, they share a bias.
 
 The data-dependent proxies are averaged over ``--init-seeds`` initialisations (each
 on the same batch). For each judge the script prints Kendall's tau-b
@@ -188,20 +193,47 @@ def short_training_scores(rows: list[dict], config: Path, epochs: int, val_split
     return name
 
 
+def supernet_scores(rows: list[dict], dirs: list[Path]) -> list[str]:
+    """Adds each search's supernet accuracy of the cells it scored (``supernet:<dir>/<search>``) and
+    ``supernet-mean`` (over the searches that scored the cell); returns the judges' names."""
+    by_cell = {r["cell"]: r for r in rows}
+    judges = []
+    for root in dirs:
+        files = sorted(root.glob("search-seed*/supernet_scores.json")) if root.is_dir() else []
+        if not files:
+            raise UserError(f"--supernets {str(root)!r} holds no search-seed*/supernet_scores.json; "
+                            "pass an output directory of nas.experiment")
+        for path in files:
+            name = f"supernet:{root.name}/{path.parent.name}"
+            for scored in json.loads(path.read_text()).values():
+                row = by_cell.get(scored["genotype"])
+                if row is not None:
+                    row[name] = scored["val_acc"]
+                    row.setdefault("_supernets", []).append(scored["val_acc"])
+            judges.append(name)
+    for row in rows:
+        scores = row.pop("_supernets", None)
+        if scores:
+            row["supernet-mean"] = sum(scores) / len(scores)
+    return judges + ["supernet-mean"]
+
+
 def judge_report(rows: list[dict], judge: str) -> dict:
-    """Kendall's tau-b of a judge against the retrained means (zero-free cells and all) and its top quarter."""
+    """Kendall's tau-b of a judge against the retrained means (zero-free cells and all) and its top quarter,
+    over the cells the judge scored."""
+    rows = [r for r in rows if judge in r]
     free = [r for r in rows if r["zero_free"]]
 
     def tau(cells: list[dict], target: str) -> float | None:
         return kendall_tau_b([r[judge] for r in cells], [r[target] for r in cells]) if len(cells) > 1 else None
 
     ranked = sorted(free, key=lambda r: -r[judge])
-    top = ranked[:max(1, len(ranked) // 4)]
+    top = ranked[:max(1, len(ranked) // 4)] if ranked else []
     return {"judge": judge, "zero_free_cells": len(free), "cells": len(rows),
             "tau_val_zero_free": tau(free, "val_acc"), "tau_test_zero_free": tau(free, "test_acc"),
             "tau_val_all": tau(rows, "val_acc"), "tau_test_all": tau(rows, "test_acc"),
-            "top_quarter_val": sum(r["val_acc"] for r in top) / len(top),
-            "top_quarter_test": sum(r["test_acc"] for r in top) / len(top),
+            "top_quarter_val": sum(r["val_acc"] for r in top) / len(top) if top else None,
+            "top_quarter_test": sum(r["test_acc"] for r in top) / len(top) if top else None,
             "top_cell": ranked[0]["cell"] if ranked else None}
 
 
@@ -218,6 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--init-seeds", type=int, default=3, help="initialisations averaged per data-dependent proxy")
     ap.add_argument("--short-epochs", type=int, nargs="*", default=[], help="short trainings to judge by (epochs)")
     ap.add_argument("--short-val-split", type=float, default=0.5, help="held-out share of the short trainings")
+    ap.add_argument("--supernets", type=Path, nargs="*", default=[],
+                    help="nas.experiment directories whose searches' supernet scores to judge by")
     ap.add_argument("--out", type=Path, help="JSON of every score and figure")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -235,6 +269,8 @@ def main(argv=None) -> int:
         print(f"{len(rows)} retrained cells ({sum(r['zero_free'] for r in rows)} without the zero op)")
         zero_cost_scores(rows, cfg, args.init_seeds)
         judges = list(ZERO_COST)
+        if args.supernets:
+            judges += supernet_scores(rows, args.supernets)
         for epochs in args.short_epochs:
             judges.append(short_training_scores(rows, args.config, epochs, args.short_val_split))
     except UserError as e:
@@ -242,18 +278,19 @@ def main(argv=None) -> int:
         return 2
     reports = [judge_report(rows, j) for j in judges]
     free = [r for r in rows if r["zero_free"]]
-    print(f"\n| judge | tau-b val, {len(free)} zero-free cells | tau-b test | tau-b val, all {len(rows)} | "
-          f"tau-b test, all | retrained val / test of its top quarter |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("\n| judge | zero-free cells | tau-b val | tau-b test | all cells | tau-b val | tau-b test | "
+          "retrained val / test of its top quarter (zero-free) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in reports:
-        print(f"| {r['judge']} | {_fmt(r['tau_val_zero_free'])} | {_fmt(r['tau_test_zero_free'])} | "
-              f"{_fmt(r['tau_val_all'])} | {_fmt(r['tau_test_all'])} | "
-              f"{r['top_quarter_val']:.2f} / {r['top_quarter_test']:.2f} |")
+        top = "-" if r["top_quarter_val"] is None else f"{r['top_quarter_val']:.2f} / {r['top_quarter_test']:.2f}"
+        print(f"| {r['judge']} | {r['zero_free_cells']} | {_fmt(r['tau_val_zero_free'])} | "
+              f"{_fmt(r['tau_test_zero_free'])} | {r['cells']} | {_fmt(r['tau_val_all'])} | "
+              f"{_fmt(r['tau_test_all'])} | {top} |")
     if free:
         print(f"\nmean of the {len(free)} zero-free cells: val {sum(r['val_acc'] for r in free) / len(free):.2f} / "
               f"test {sum(r['test_acc'] for r in free) / len(free):.2f}")
     if args.out:
-        cells = [{k: v for k, v in r.items() if k not in ("space", "genotype")} for r in rows]
+        cells = [{k: v for k, v in r.items() if k not in ("space", "genotype")} for r in rows]  # JSON only
         args.out.write_text(json.dumps({"cells": cells, "judges": reports}, indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0

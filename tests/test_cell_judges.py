@@ -116,6 +116,31 @@ def test_script_end_to_end_with_a_short_training(judges, tmp_path, capsys):
     assert "| short-1 |" in capsys.readouterr().out
 
 
+def test_supernet_judges_each_search_and_their_mean(judges, tmp_path):
+    write_cell(tmp_path / "cells", "nonone-0", GOOD, {0: (80.0, 85.0)})
+    write_cell(tmp_path / "cells", "nonone-1", POOLS, {0: (70.0, 75.0)})
+    write_cell(tmp_path / "cells", "random-0", ZERO, {0: (10.0, 9.0)})
+    scores = {"search-seed0": {"nonone-0": 60.0, "nonone-1": 50.0, "random-0": 10.0},
+              "search-seed1": {"nonone-0": 40.0, "nonone-1": 55.0}}  # this one did not score random-0
+    archs = {"nonone-0": GOOD, "nonone-1": POOLS, "random-0": ZERO}
+    for search, accs in scores.items():
+        (tmp_path / "exp" / search).mkdir(parents=True)
+        (tmp_path / "exp" / search / "supernet_scores.json").write_text(json.dumps(
+            {cell: {"genotype": archs[cell], "val_acc": acc} for cell, acc in accs.items()}))
+    rows = judges.read_retrained([tmp_path / "cells"])
+    names = judges.supernet_scores(rows, [tmp_path / "exp"])
+    assert names == ["supernet:exp/search-seed0", "supernet:exp/search-seed1", "supernet-mean"]
+    by_cell = {r["cell"]: r for r in rows}
+    assert by_cell[GOOD]["supernet-mean"] == pytest.approx(50.0)
+    assert by_cell[POOLS]["supernet-mean"] == pytest.approx(52.5)
+    assert by_cell[ZERO]["supernet-mean"] == pytest.approx(10.0)  # the mean of the searches that scored it
+    first, second = judges.judge_report(rows, names[0]), judges.judge_report(rows, names[1])
+    assert first["tau_val_zero_free"] == pytest.approx(1.0) and first["cells"] == 3
+    assert second["tau_val_zero_free"] == pytest.approx(-1.0) and second["cells"] == 2  # only what it scored
+    with pytest.raises(judges.UserError, match="no search-seed"):
+        judges.supernet_scores(rows, [tmp_path / "cells"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--retrained", "/nonexistent/cells"], "is not a directory"),
     (["--retrained", "{empty}"], "need at least 2"),
