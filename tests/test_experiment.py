@@ -204,11 +204,38 @@ def test_kendall_tau_compares_the_supernets_belief_with_the_retrained_val_means(
     believed = [c["supernet_val_acc"]["search-seed0"] for c in cells]
     assert believed == [stored[c["name"]]["val_acc"] for c in cells]
     (tau,) = results["kendall_tau"]["per_search"]
+    space = search_spaces.get("nb201")
+    free = [c for c in cells if "none" not in space.parse(c["genotype"]).edge_ops()]
+    assert [c["zero_free"] for c in cells] == [c in free for c in cells]
+    tau_free = kendall_tau_b([c["supernet_val_acc"]["search-seed0"] for c in free],
+                             [c["val_mean"] for c in free]) if len(free) > 1 else None
     assert tau == {"search": "search-seed0", "cells": 4,
-                   "tau_b": kendall_tau_b(believed, [c["val_mean"] for c in cells])}
+                   "tau_b": kendall_tau_b(believed, [c["val_mean"] for c in cells]),
+                   "zero_free_cells": len(free), "tau_b_zero_free": tau_free}
+    assert results["kendall_tau"]["of_mean_score"] == tau["tau_b"]  # one search: its own score
     # The search scored its own derived cell the same way when it finished (same supernet, same val split).
     search = json.loads((out / "search-seed0" / "search.json").read_text())
     assert stored["search-seed0"]["val_acc"] == pytest.approx(search["val_acc"])
+
+
+def test_kendall_tau_without_the_zero_op_and_of_the_mean_score():
+    from nas.experiment.results import _kendall_tau
+
+    # Two searches; the cell with the zero op is last by retraining and by both supernets. Search A ranks the
+    # three zero-free cells right, B ranks them backwards; their mean score ranks them right but one pair.
+    val = {"a": 90.0, "b": 80.0, "c": 70.0, "z": 10.0}
+    scores = {"A": {"a": 60.0, "b": 50.0, "c": 40.0, "z": 5.0}, "B": {"a": 40.0, "b": 45.0, "c": 50.0, "z": 5.0}}
+    cells = [{"name": n, "val_mean": v, "zero_free": n != "z",
+              "supernet_val_acc": {s: scores[s][n] for s in scores}} for n, v in val.items()]
+    groups = {"searched": [{"name": "A"}, {"name": "B"}]}
+    tau = _kendall_tau(cells, groups)
+    by = {t["search"]: t for t in tau["per_search"]}
+    assert by["A"]["tau_b_zero_free"] == pytest.approx(1.0) and by["B"]["tau_b_zero_free"] == pytest.approx(-1.0)
+    assert by["A"]["tau_b"] == pytest.approx(1.0) and by["B"]["tau_b"] == pytest.approx(0.0)  # z's pairs agree
+    assert tau["zero_free_mean"] == pytest.approx(0.0) and tau["mean"] == pytest.approx(0.5)
+    # mean scores a 50, b 47.5, c 45, z 5: every pair in order
+    assert tau["of_mean_score_zero_free"] == pytest.approx(1.0) and tau["of_mean_score"] == pytest.approx(1.0)
+    assert by["A"]["zero_free_cells"] == 3
 
 
 def test_a_second_run_skips_every_finished_job(serial_run, capsys):

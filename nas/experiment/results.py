@@ -47,6 +47,7 @@ def gather(plan: Plan, records: dict[str, dict]) -> dict:
             entry.update(seed=search["seed"], search_val_acc=search.get("val_acc"), search_time=search["search_time"])
         entry["supernet_val_acc"] = {c.search: records[f"{c.search}/supernet"][cell.name]["val_acc"]
                                      for c in plan.cells if c.search}
+        entry["zero_free"] = _zero_free(plan, entry["genotype"])
         cells.append(entry)
     groups = {g: [c for c in cells if c["group"] == g] for g in GROUPS}
     summary = {g: {split: summarize([c[f"{split}_mean"] for c in members]) for split in ("val", "test")}
@@ -60,17 +61,48 @@ def gather(plan: Plan, records: dict[str, dict]) -> dict:
     # Can this budget rank the random cells at all? (the searched cells are judged against them)
     reliability = {g: {split: reliability_of_means([c[f"{split}_accs"] for c in groups[g]])
                        for split in ("val", "test")} for g in ("random", "nonone") if groups[g]}
-    per_search = []
-    for search in (c["name"] for c in groups["searched"]):
-        believed = [c["supernet_val_acc"][search] for c in cells]
-        per_search.append({"search": search, "cells": len(cells),
-                           "tau_b": kendall_tau_b(believed, [c["val_mean"] for c in cells])})
-    taus = [t["tau_b"] for t in per_search if t["tau_b"] is not None]
     return {"summary": summary, "percentiles": percentiles, "retraining_noise_se": noise,
-            "reliability_of_cell_means": reliability,
-            "kendall_tau": {"per_search": per_search, "mean": statistics.fmean(taus) if taus else None},
+            "reliability_of_cell_means": reliability, "kendall_tau": _kendall_tau(cells, groups),
             "cells": cells,
             "job_time": sum(c["train_time"] + c.get("search_time", 0.0) for c in cells)}
+
+
+def _kendall_tau(cells: list[dict], groups: dict[str, list[dict]]) -> dict:
+    """Kendall's tau-b between each search's supernet accuracy of every cell and the cells' val means; the
+    same over the cells without the zero op (those a search that never derives it must tell apart, where
+    the cells with it no longer inflate the figure); and of the supernets' mean score (averaging the
+    searches removes what differs between their supernets, not a bias they share)."""
+    free = [c for c in cells if c["zero_free"]]
+
+    def tau(members: list[dict], believed) -> float | None:
+        return kendall_tau_b([believed(c) for c in members], [c["val_mean"] for c in members]) \
+            if len(members) > 1 else None
+
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return statistics.fmean(values) if values else None
+
+    per_search = []
+    for search in (c["name"] for c in groups["searched"]):
+        per_search.append({"search": search, "cells": len(cells),
+                           "tau_b": tau(cells, lambda c: c["supernet_val_acc"][search]),
+                           "zero_free_cells": len(free),
+                           "tau_b_zero_free": tau(free, lambda c: c["supernet_val_acc"][search])})
+    mean_score = lambda c: statistics.fmean(c["supernet_val_acc"].values())  # noqa: E731
+    return {"per_search": per_search, "mean": mean([t["tau_b"] for t in per_search]),
+            "zero_free_mean": mean([t["tau_b_zero_free"] for t in per_search]),
+            "of_mean_score": tau(cells, mean_score) if per_search else None,
+            "of_mean_score_zero_free": tau(free, mean_score) if per_search else None}
+
+
+def _zero_free(plan: Plan, genotype: str) -> bool:
+    """Whether a cell holds none of its space's zero ops (``none``)."""
+    from ..layers.op_traits import ops_with
+    from ..spaces.space import get_space
+
+    space = get_space(plan.search_cfgs[0].model.space)
+    zero = set(ops_with(space.op_traits(), zero=True))
+    return not any(op in zero for _, _, op in space.genotype_edges(space.parse(genotype)))
 
 
 def clock(seconds: float) -> str:
@@ -138,7 +170,13 @@ def format_markdown(results: dict) -> str:
                   "search's val split) and the cells' " + ("benchmark val accuracies: " if results.get("benchmark")
                                                        else "retrained val means: ") +
               ", ".join(f"{t['search']} {_num(t['tau_b'], 3)}" for t in tau["per_search"]) +
-              f"; mean {_num(tau['mean'], 3)} ({tau['per_search'][0]['cells']} cells).", "",
+              f"; mean {_num(tau['mean'], 3)} ({tau['per_search'][0]['cells']} cells). Over the "
+              f"{tau['per_search'][0]['zero_free_cells']} cells without the zero op (those a search that never "
+              "derives it must tell apart): " +
+              ", ".join(f"{t['search']} {_num(t['tau_b_zero_free'], 3)}" for t in tau["per_search"]) +
+              f"; mean {_num(tau['zero_free_mean'], 3)}. Of the supernets' mean score: "
+              f"{_num(tau['of_mean_score'], 3)} (without the zero op {_num(tau['of_mean_score_zero_free'], 3)}).",
+              "",
               "| cell | group | val mean ± se | test mean ± se | pct among random (val / test) | "
               "pct among none-free (val / test) | supernet acc (mean over searches) | genotype |",
               "|---|---|---|---|---|---|---|---|"]
