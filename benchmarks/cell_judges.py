@@ -39,13 +39,21 @@ its test column is the independent one.
     python benchmarks/cell_judges.py --retrained runs/random3 runs/ls_confirm \
         --config configs/experiment_final_clutter_large.yaml --short-epochs 4 8 --out judges.json
 
-Single thread; the zero-cost judges take about a second per cell, a short training
-about as long as that fraction of a retraining.
+``--enumerate`` instead scores every NB201 cell without the zero op (4,096; or those
+over ``--enumerate-ops``) by the proxies (``--proxies``) and prints each one's best
+cells: what a zero-cost search would pick, to be retrained with ``train_final.py``.
+
+    python benchmarks/cell_judges.py --enumerate --proxies params,synflow,naswot --init-seeds 1 \
+        --out space.json
+
+Single thread; the five zero-cost judges take about a second per cell at three
+initialisations, a short training about that fraction of a retraining.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import math
 import sys
@@ -159,25 +167,54 @@ ZERO_COST: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] =
 DATA_FREE = ("params", "synflow")  # the same for every initialisation up to the weights' signs and scale: one
 
 
-def zero_cost_scores(rows: list[dict], cfg, init_seeds: int, log=print) -> None:
-    """Adds ``row[name]`` for every zero-cost proxy (data-dependent ones averaged over ``init_seeds`` inits)."""
+def zero_cost_scores(rows: list[dict], cfg, init_seeds: int, proxies: tuple[str, ...] = tuple(ZERO_COST),
+                     log=print, log_every: int = 1) -> None:
+    """Adds ``row[name]`` for every zero-cost proxy named (data-dependent ones averaged over ``init_seeds`` inits)."""
     first = rows[0]
     trainer, _, _ = build_final_trainer(cfg, (first["space"], first["genotype"]), log=lambda _: None)
     x, y = next(iter(trainer.train_data.epoch(0)))  # one training batch [B, C, H, W], as the loop sees it
     shape = tuple(trainer.test_data.image_shape)
     classes = int(trainer.test_data.labels.max()) + 1
+    started = time.perf_counter()
     for i, row in enumerate(rows):
         space = row["space"]
-        started = time.perf_counter()
-        for name, proxy in ZERO_COST.items():
+        for name in proxies:
             values = []
             for seed in range(1 if name in DATA_FREE else init_seeds):
                 torch.manual_seed(seed)
                 net = space.build_network(row["genotype"], num_classes=classes, in_channels=shape[0],
                                           **space_arguments(cfg, space, network=True, image_size=shape[-1]))
-                values.append(proxy(net, x, y))
+                values.append(ZERO_COST[name](net, x, y))
             row[name] = sum(values) / len(values)
-        log(f"  [{i + 1}/{len(rows)}] zero-cost {time.perf_counter() - started:.1f}s  {row['cell']}")
+        if (i + 1) % log_every == 0 or i + 1 == len(rows):
+            log(f"  [{i + 1}/{len(rows)}] zero-cost {time.perf_counter() - started:.1f}s  {row['cell']}")
+            started = time.perf_counter()
+
+
+def every_nb201_cell(ops: list[str]) -> list[str]:
+    """Every NAS-Bench-201 cell whose six edges hold only ``ops`` (arch strings, edges in logit row order)."""
+    return [f"|{a}~0|+|{b}~0|{c}~1|+|{d}~0|{e}~1|{f}~2|" for a, b, c, d, e, f in itertools.product(ops, repeat=6)]
+
+
+def enumerate_space(cfg, init_seeds: int, proxies: tuple[str, ...], ops: list[str] | None) -> list[dict]:
+    """Scores every NB201 cell without the zero op (or over ``ops``) by the proxies: what a zero-cost search picks."""
+    from nas.spaces.space import get_space
+
+    space = get_space(cfg.model.space)
+    if space.name != "nb201":
+        raise UserError(f"--enumerate lists NB201 cells only, but --config builds {space.name!r} networks; "
+                        "pass a config with model.space=nb201")
+    zero = set(ops_with(space.op_traits(), zero=True))
+    names = ops or [op for op in space.op_traits() if op not in zero]
+    unknown = [op for op in names if op not in space.op_traits()]
+    if unknown:
+        raise UserError(f"--enumerate-ops: {', '.join(unknown)} not an NB201 op; choose from "
+                        f"{', '.join(space.op_traits())}")
+    rows = [{"cell": a, "space": space, "genotype": space.parse(a), "zero_free": not zero & set(names)}
+            for a in every_nb201_cell(names)]
+    print(f"{len(rows)} NB201 cells over {', '.join(names)}")
+    zero_cost_scores(rows, cfg, init_seeds, proxies, log_every=256)
+    return rows
 
 
 def short_training_scores(rows: list[dict], config: Path, epochs: int, val_split: float, log=print) -> str:
@@ -241,12 +278,26 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.3f}"
 
 
+def _parse_list(text: str | None, flag: str, allowed: tuple[str, ...] | None = None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [t for t in text.split(",") if t]
+    bad = [n for n in names if allowed is not None and n not in allowed]
+    if not names or bad:
+        raise UserError(f"{flag} takes a comma-separated list of {', '.join(allowed or ('names',))}, got {text!r}")
+    return names
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--retrained", type=Path, nargs="+", required=True,
-                    help="search or random-cell directories of nas.experiment")
+    ap.add_argument("--retrained", type=Path, nargs="+", help="search or random-cell directories of nas.experiment")
+    ap.add_argument("--enumerate", action="store_true",
+                    help="instead: score every NB201 cell without the zero op by the proxies, print each one's best")
+    ap.add_argument("--enumerate-ops", help="with --enumerate: the ops the cells may hold (comma-separated)")
     ap.add_argument("--config", type=Path, default=Path("configs/experiment_final_clutter_large.yaml"),
                     help="the retraining config (network and data of every judge)")
+    ap.add_argument("--proxies", help=f"zero-cost proxies to compute (comma-separated; default all: "
+                                      f"{','.join(ZERO_COST)})")
     ap.add_argument("--init-seeds", type=int, default=3, help="initialisations averaged per data-dependent proxy")
     ap.add_argument("--short-epochs", type=int, nargs="*", default=[], help="short trainings to judge by (epochs)")
     ap.add_argument("--short-val-split", type=float, default=0.5, help="held-out share of the short trainings")
@@ -256,19 +307,26 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     try:
+        if bool(args.retrained) == args.enumerate:
+            raise UserError("pass --retrained DIR ... (judge retrained cells) or --enumerate (score the space), "
+                            "one of the two")
         if args.init_seeds < 1 or any(e < 1 for e in args.short_epochs) or not 0 < args.short_val_split < 1:
             raise UserError("--init-seeds and --short-epochs must be >= 1 and --short-val-split in (0, 1)")
+        proxies = tuple(_parse_list(args.proxies, "--proxies", tuple(ZERO_COST)) or ZERO_COST)
+        cfg = load_config(args.config)
+        if args.enumerate:
+            rows = enumerate_space(cfg, args.init_seeds, proxies, _parse_list(args.enumerate_ops, "--enumerate-ops"))
+            return _print_best(rows, proxies, args.out)
         rows = read_retrained(args.retrained)
         if len(rows) < 2:
             raise UserError(f"found {len(rows)} retrained cell(s) under --retrained; need at least 2")
-        cfg = load_config(args.config)
         spaces = {r["space"].name for r in rows}
         if spaces != {cfg.model.space}:
             raise UserError(f"the retrained cells are {', '.join(sorted(spaces))} cells but --config builds "
                             f"{cfg.model.space!r}; pass the config they were retrained with")
         print(f"{len(rows)} retrained cells ({sum(r['zero_free'] for r in rows)} without the zero op)")
-        zero_cost_scores(rows, cfg, args.init_seeds)
-        judges = list(ZERO_COST)
+        zero_cost_scores(rows, cfg, args.init_seeds, proxies)
+        judges = list(proxies)
         if args.supernets:
             judges += supernet_scores(rows, args.supernets)
         for epochs in args.short_epochs:
@@ -289,11 +347,27 @@ def main(argv=None) -> int:
     if free:
         print(f"\nmean of the {len(free)} zero-free cells: val {sum(r['val_acc'] for r in free) / len(free):.2f} / "
               f"test {sum(r['test_acc'] for r in free) / len(free):.2f}")
-    if args.out:
-        cells = [{k: v for k, v in r.items() if k not in ("space", "genotype")} for r in rows]  # JSON only
-        args.out.write_text(json.dumps({"cells": cells, "judges": reports}, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    _write(args.out, {"cells": _plain(rows), "judges": reports})
     return 0
+
+
+def _print_best(rows: list[dict], proxies: tuple[str, ...], out: Path | None, top: int = 5) -> int:
+    for name in proxies:
+        print(f"{name}: highest {top}")
+        for row in sorted(rows, key=lambda r: -r[name])[:top]:
+            print(f"  {row[name]:.6g}  {row['cell']}")
+    _write(out, {"cells": _plain(rows)})
+    return 0
+
+
+def _plain(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("space", "genotype")} for r in rows]  # JSON only
+
+
+def _write(out: Path | None, record: dict) -> None:
+    if out is not None:
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

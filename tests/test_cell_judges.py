@@ -141,11 +141,35 @@ def test_supernet_judges_each_search_and_their_mean(judges, tmp_path):
         judges.supernet_scores(rows, [tmp_path / "cells"])
 
 
+def test_enumerate_scores_every_cell_over_the_ops_and_the_biggest_has_most_parameters(judges, tmp_path, capsys):
+    (tmp_path / "final.yaml").write_text(TINY_FINAL)
+    threads = torch.get_num_threads()
+    try:
+        assert judges.main(["--enumerate", "--enumerate-ops", "skip_connect,nor_conv_3x3", "--proxies",
+                            "params,synflow", "--config", str(tmp_path / "final.yaml"),
+                            "--out", str(tmp_path / "space.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    cells = json.loads((tmp_path / "space.json").read_text())["cells"]
+    assert len(cells) == 2 ** 6 and len({c["cell"] for c in cells}) == 64
+    assert all(c["zero_free"] and set(c) == {"cell", "zero_free", "params", "synflow"} for c in cells)
+    biggest = max(cells, key=lambda c: c["params"])
+    assert biggest["cell"] == GOOD.replace("skip_connect", "nor_conv_3x3")  # six convolutions
+    assert min(cells, key=lambda c: c["params"])["cell"].count("skip_connect") == 6
+    out = capsys.readouterr().out
+    assert "params: highest 5" in out and biggest["cell"] in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--retrained", "/nonexistent/cells"], "is not a directory"),
     (["--retrained", "{empty}"], "need at least 2"),
     (["--retrained", "{cells}", "--init-seeds", "0"], "--init-seeds"),
     (["--retrained", "{cells}", "--config", "{darts}"], "pass the config they were retrained with"),
+    (["--retrained", "{cells}", "--enumerate"], "one of the two"),
+    ([], "one of the two"),
+    (["--enumerate", "--config", "{darts}"], "lists NB201 cells only"),
+    (["--enumerate", "--enumerate-ops", "conv_9x9"], "not an NB201 op"),
+    (["--retrained", "{cells}", "--proxies", "synflow,magic"], "--proxies takes a comma-separated list"),
 ])
 def test_bad_input_is_one_line_and_exit_2(judges, tmp_path, capsys, argv, message):
     (tmp_path / "empty").mkdir()
