@@ -22,7 +22,7 @@ retraining seed once) is scored by
   (the retraining's own loop, ``train_final.py``'s);
 - with ``--supernets DIR ...`` (experiment directories): each search's supernet accuracy
   of the cells (``search-seed*/supernet_scores.json``, as the experiment's Kendall tau
-  reads it) and ``supernet-mean``, their mean over every search that scored the cell.
+  reads it) and ``supernet-mean``, their mean, over the cells every search scored.
   If the supernets' errors were noise (which weights a seed happened to train), the
   mean of several would rank better than each; if it does not, they share a bias.
 
@@ -232,7 +232,7 @@ def short_training_scores(rows: list[dict], config: Path, epochs: int, val_split
 
 def supernet_scores(rows: list[dict], dirs: list[Path]) -> list[str]:
     """Adds each search's supernet accuracy of the cells it scored (``supernet:<dir>/<search>``) and
-    ``supernet-mean`` (over the searches that scored the cell); returns the judges' names."""
+    ``supernet-mean`` (their mean, for the cells every search scored); returns the judges' names."""
     by_cell = {r["cell"]: r for r in rows}
     judges = []
     for root in dirs:
@@ -250,7 +250,7 @@ def supernet_scores(rows: list[dict], dirs: list[Path]) -> list[str]:
             judges.append(name)
     for row in rows:
         scores = row.pop("_supernets", None)
-        if scores:
+        if scores and len(scores) == len(judges):  # the same searches behind every cell's mean
             row["supernet-mean"] = sum(scores) / len(scores)
     return judges + ["supernet-mean"]
 
