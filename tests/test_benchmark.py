@@ -2,12 +2,9 @@
 import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_helpers import load_benchmark, run_main
 
 TINY = ["--device", "cpu", "--threads", "1", "--repeats", "2", "--warmup", "0", "--batch", "4",
         "--image-size", "8", "--C", "4", "--N", "1", "--quiet"]
@@ -15,23 +12,7 @@ TINY = ["--device", "cpu", "--threads", "1", "--repeats", "2", "--warmup", "0", 
 
 @pytest.fixture(scope="module")
 def step_time():
-    # benchmarks/ is not a package: load the script as a module.
-    spec = importlib.util.spec_from_file_location("step_time", ROOT / "benchmarks" / "step_time.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["step_time"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_main(step_time, argv):
-    """Runs the benchmark, then restores the thread count it set (other tests share the process)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        return step_time.main(argv)
-    finally:
-        torch.set_num_threads(threads)
+    return load_benchmark("step_time")
 
 
 def _official_available() -> bool:

@@ -1,16 +1,14 @@
 """benchmarks/cell_judges.py: each zero-cost proxy against a reference computed another way, the reading
 of retrained cells, the judges' report, and the script end to end on a tiny config."""
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_helpers import load_benchmark, run_main
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
 GOOD = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|nor_conv_3x3~0|skip_connect~1|nor_conv_3x3~2|"
 POOLS = "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|skip_connect~0|avg_pool_3x3~1|avg_pool_3x3~2|"
 ZERO = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
@@ -23,11 +21,7 @@ train: {epochs: 1, val_split: 0.25}
 
 @pytest.fixture(scope="module")
 def judges():
-    spec = importlib.util.spec_from_file_location("cell_judges", ROOT / "benchmarks" / "cell_judges.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cell_judges"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("cell_judges")
 
 
 def write_cell(root: Path, name: str, arch: str, runs: dict[int, tuple[float, float]]) -> None:
@@ -102,12 +96,8 @@ def test_script_end_to_end_with_a_short_training(judges, tmp_path, capsys):
     write_cell(tmp_path / "cells", "nonone-1", POOLS, {0: (70.0, 75.0)})
     write_cell(tmp_path / "cells", "random-0", ZERO, {0: (10.0, 9.0)})
     (tmp_path / "final.yaml").write_text(TINY_FINAL)
-    threads = torch.get_num_threads()
-    try:
-        assert judges.main(["--retrained", str(tmp_path / "cells"), "--config", str(tmp_path / "final.yaml"),
+    assert run_main(judges, ["--retrained", str(tmp_path / "cells"), "--config", str(tmp_path / "final.yaml"),
                             "--init-seeds", "2", "--short-epochs", "1", "--out", str(tmp_path / "j.json")]) == 0
-    finally:
-        torch.set_num_threads(threads)
     result = json.loads((tmp_path / "j.json").read_text())
     assert [j["judge"] for j in result["judges"]] == ["params", "synflow", "naswot", "grad_norm", "snip", "short-1"]
     cells = {c["cell"]: c for c in result["cells"]}
@@ -143,13 +133,9 @@ def test_supernet_judges_each_search_and_their_mean(judges, tmp_path):
 
 def test_enumerate_scores_every_cell_over_the_ops_and_the_biggest_has_most_parameters(judges, tmp_path, capsys):
     (tmp_path / "final.yaml").write_text(TINY_FINAL)
-    threads = torch.get_num_threads()
-    try:
-        assert judges.main(["--enumerate", "--enumerate-ops", "skip_connect,nor_conv_3x3", "--proxies",
+    assert run_main(judges, ["--enumerate", "--enumerate-ops", "skip_connect,nor_conv_3x3", "--proxies",
                             "params,synflow", "--config", str(tmp_path / "final.yaml"),
                             "--out", str(tmp_path / "space.json")]) == 0
-    finally:
-        torch.set_num_threads(threads)
     cells = json.loads((tmp_path / "space.json").read_text())["cells"]
     assert len(cells) == 2 ** 6 and len({c["cell"] for c in cells}) == 64
     assert all(c["zero_free"] and set(c) == {"cell", "zero_free", "params", "synflow"} for c in cells)
@@ -177,10 +163,6 @@ def test_bad_input_is_one_line_and_exit_2(judges, tmp_path, capsys, argv, messag
     write_cell(tmp_path / "cells", "nonone-1", POOLS, {0: (70.0, 75.0)})
     (tmp_path / "darts.yaml").write_text("model: {space: darts}\n")
     argv = [a.format(empty=tmp_path / "empty", cells=tmp_path / "cells", darts=tmp_path / "darts.yaml") for a in argv]
-    threads = torch.get_num_threads()
-    try:
-        assert judges.main(argv) == 2
-    finally:
-        torch.set_num_threads(threads)
+    assert run_main(judges, argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err

@@ -1,12 +1,10 @@
 """benchmarks/search_diagnosis.py on a tiny search: the SNR windows and the supernet's ranking of retrained cells."""
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_helpers import load_benchmark, run_main
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.dataset=synthetic", "data.synthetic_size=64", "data.image_size=8", "data.batch_size=16",
         "model.C=4", "model.N=1", "search.epochs=2", "seed=3", "search.shrink_every=0"]
 # Three retrained cells: two without the zero op, one with it.
@@ -21,11 +19,7 @@ CELLS = {
 
 @pytest.fixture(scope="module")
 def diagnosis():
-    spec = importlib.util.spec_from_file_location("search_diagnosis", ROOT / "benchmarks" / "search_diagnosis.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["search_diagnosis"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("search_diagnosis")
 
 
 def write_retrained(root: Path) -> None:
@@ -39,15 +33,9 @@ def write_retrained(root: Path) -> None:
 
 
 def test_ranking_counts_cells_without_the_zero_op_and_agrees_with_a_direct_count(diagnosis, tmp_path):
-    import torch
-
     write_retrained(tmp_path / "random")
-    threads = torch.get_num_threads()
-    try:
-        assert diagnosis.main(["--no-shuffled", "--out", str(tmp_path / "d.json"),
-                               "--retrained", str(tmp_path / "random"), *TINY]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert run_main(diagnosis, ["--no-shuffled", "--out", str(tmp_path / "d.json"),
+                                "--retrained", str(tmp_path / "random"), *TINY]) == 0
     run = json.loads((tmp_path / "d.json").read_text())["runs"]["real"]
     assert run["steps"] == 2 * run["window"]  # one arch step per weight step, one window per epoch
     assert len(run["snr"]["cell"]["per_window_median_over_edges"]) == 2
@@ -69,16 +57,11 @@ def test_ranking_counts_cells_without_the_zero_op_and_agrees_with_a_direct_count
 def test_a_search_without_arch_steps_gets_the_ranking_and_a_cell_found_twice_counts_once(diagnosis, tmp_path):
     import shutil
 
-    import torch
-
     write_retrained(tmp_path / "cells")
     shutil.copytree(tmp_path / "cells" / "nonone-0", tmp_path / "cells" / "searched-nonone-0")  # the same cell again
-    threads = torch.get_num_threads()
-    try:  # search.warmup_epochs = search.epochs: weight steps only, uniform sampling
-        assert diagnosis.main(["--no-shuffled", "--out", str(tmp_path / "d.json"), "--retrained",
-                               str(tmp_path / "cells"), *TINY, "search.warmup_epochs=2"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    # search.warmup_epochs = search.epochs: weight steps only, uniform sampling
+    assert run_main(diagnosis, ["--no-shuffled", "--out", str(tmp_path / "d.json"), "--retrained",
+                                str(tmp_path / "cells"), *TINY, "search.warmup_epochs=2"]) == 0
     run = json.loads((tmp_path / "d.json").read_text())["runs"]["real"]
     assert run["steps"] == 0 and run["snr"] == {}
     assert sorted(r["cell"] for r in run["ranking"]["cells"]) == sorted(CELLS)
