@@ -39,7 +39,7 @@ def _cell_entry(cell: Cell, runs: list[dict]) -> dict:
 
 def gather(plan: Plan, records: dict[str, dict]) -> dict:
     """The results from every job's record: cells, groups, percentiles, retraining noise, Kendall's tau."""
-    cells = []
+    cells, zero_free = [], _zero_free_test(plan)
     for cell in plan.cells:
         entry = _cell_entry(cell, [records[i] for i in plan.score_ids(cell)])
         if cell.search:
@@ -47,7 +47,7 @@ def gather(plan: Plan, records: dict[str, dict]) -> dict:
             entry.update(seed=search["seed"], search_val_acc=search.get("val_acc"), search_time=search["search_time"])
         entry["supernet_val_acc"] = {c.search: records[f"{c.search}/supernet"][cell.name]["val_acc"]
                                      for c in plan.cells if c.search}
-        entry["zero_free"] = _zero_free(plan, entry["genotype"])
+        entry["zero_free"] = zero_free(entry["genotype"])
         cells.append(entry)
     groups = {g: [c for c in cells if c["group"] == g] for g in GROUPS}
     summary = {g: {split: summarize([c[f"{split}_mean"] for c in members]) for split in ("val", "test")}
@@ -88,21 +88,23 @@ def _kendall_tau(cells: list[dict], groups: dict[str, list[dict]]) -> dict:
                            "tau_b": tau(cells, lambda c: c["supernet_val_acc"][search]),
                            "zero_free_cells": len(free),
                            "tau_b_zero_free": tau(free, lambda c: c["supernet_val_acc"][search])})
-    mean_score = lambda c: statistics.fmean(c["supernet_val_acc"].values())  # noqa: E731
+    def mean_score(cell: dict) -> float:
+        return statistics.fmean(cell["supernet_val_acc"].values())
+
     return {"per_search": per_search, "mean": mean([t["tau_b"] for t in per_search]),
             "zero_free_mean": mean([t["tau_b_zero_free"] for t in per_search]),
             "of_mean_score": tau(cells, mean_score) if per_search else None,
             "of_mean_score_zero_free": tau(free, mean_score) if per_search else None}
 
 
-def _zero_free(plan: Plan, genotype: str) -> bool:
-    """Whether a cell holds none of its space's zero ops (``none``)."""
+def _zero_free_test(plan: Plan):
+    """A test of whether a cell (its genotype string) holds none of the space's zero ops (``none``)."""
     from ..layers.op_traits import ops_with
     from ..spaces.space import get_space
 
     space = get_space(plan.search_cfgs[0].model.space)
     zero = set(ops_with(space.op_traits(), zero=True))
-    return not any(op in zero for _, _, op in space.genotype_edges(space.parse(genotype)))
+    return lambda genotype: not any(op in zero for _, _, op in space.genotype_edges(space.parse(genotype)))
 
 
 def clock(seconds: float) -> str:
