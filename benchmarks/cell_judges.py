@@ -89,7 +89,11 @@ def read_retrained(dirs: list[Path]) -> list[dict]:
                                           "genotype": genotype, "retrains": {}})
             for final in sorted(path.parent.glob("retrain-seed*/final.json")):
                 seed = final.parent.name.removeprefix("retrain-seed")
-                record = json.loads(final.read_text())
+                try:
+                    record = json.loads(final.read_text())
+                except (OSError, ValueError) as e:
+                    raise UserError(f"{str(final)!r} is not a readable final.json ({e}); rerun that retraining "
+                                    "or remove its directory") from None
                 if record.get("val_acc") is not None:  # a seed retrained in two places is the same run: once
                     row["retrains"].setdefault(seed, (record["val_acc"], record["test_acc"]))
     rows = []

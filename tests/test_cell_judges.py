@@ -156,13 +156,17 @@ def test_enumerate_scores_every_cell_over_the_ops_and_the_biggest_has_most_param
     (["--enumerate", "--config", "{darts}"], "lists NB201 cells only"),
     (["--enumerate", "--enumerate-ops", "conv_9x9"], "not an NB201 op"),
     (["--retrained", "{cells}", "--proxies", "synflow,magic"], "--proxies takes a comma-separated list"),
+    (["--retrained", "{cells}", "{broken}"], "is not a readable final.json"),
 ])
 def test_bad_input_is_one_line_and_exit_2(judges, tmp_path, capsys, argv, message):
     (tmp_path / "empty").mkdir()
     write_cell(tmp_path / "cells", "nonone-0", GOOD, {0: (80.0, 85.0)})
     write_cell(tmp_path / "cells", "nonone-1", POOLS, {0: (70.0, 75.0)})
     (tmp_path / "darts.yaml").write_text("model: {space: darts}\n")
-    argv = [a.format(empty=tmp_path / "empty", cells=tmp_path / "cells", darts=tmp_path / "darts.yaml") for a in argv]
+    write_cell(tmp_path / "broken", "nonone-0", GOOD, {0: (80.0, 85.0)})
+    (tmp_path / "broken" / "nonone-0" / "retrain-seed0" / "final.json").write_text("{truncated")
+    argv = [a.format(empty=tmp_path / "empty", cells=tmp_path / "cells", darts=tmp_path / "darts.yaml",
+                     broken=tmp_path / "broken") for a in argv]
     assert run_main(judges, argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
