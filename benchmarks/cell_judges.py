@@ -71,42 +71,9 @@ import search_spaces  # noqa: E402,F401  (registers the spaces)
 from nas.cli.build import build_final_trainer, space_arguments  # noqa: E402
 from nas.config import load_config  # noqa: E402
 from nas.experiment.rank_stats import kendall_tau_b  # noqa: E402
+from nas.experiment.retrained import read_retrained  # noqa: E402
 from nas.layers.op_traits import ops_with  # noqa: E402
-from nas.spaces.genotype import load_genotype  # noqa: E402
 from nas.utils.errors import UserError  # noqa: E402
-
-
-def read_retrained(dirs: list[Path]) -> list[dict]:
-    """One row per distinct cell: its genotype, where it was found, and its retrained val and test means."""
-    cells: dict[str, dict] = {}
-    for root in dirs:
-        if not root.is_dir():
-            raise UserError(f"--retrained {str(root)!r} is not a directory; pass a run directory of nas.experiment")
-        for path in sorted(root.glob("*/genotype.yaml")):
-            space, genotype = load_genotype(path)
-            name = space.format(genotype)
-            row = cells.setdefault(name, {"cell": name, "where": str(path.parent), "space": space,
-                                          "genotype": genotype, "retrains": {}})
-            for final in sorted(path.parent.glob("retrain-seed*/final.json")):
-                seed = final.parent.name.removeprefix("retrain-seed")
-                try:
-                    record = json.loads(final.read_text())
-                except (OSError, ValueError) as e:
-                    raise UserError(f"{str(final)!r} is not a readable final.json ({e}); rerun that retraining "
-                                    "or remove its directory") from None
-                if record.get("val_acc") is not None:  # a seed retrained in two places is the same run: once
-                    row["retrains"].setdefault(seed, (record["val_acc"], record["test_acc"]))
-    rows = []
-    for row in cells.values():
-        runs = list(row.pop("retrains").values())
-        if not runs:
-            continue
-        zero_ops = set(ops_with(row["space"].op_traits(), zero=True))
-        row.update(retrains=len(runs), zero_free=not any(op in zero_ops for _, _, op in
-                                                         row["space"].genotype_edges(row["genotype"])),
-                   val_acc=sum(r[0] for r in runs) / len(runs), test_acc=sum(r[1] for r in runs) / len(runs))
-        rows.append(row)
-    return rows
 
 
 # ------------------------------------------------------------------ zero-cost proxies

@@ -43,8 +43,8 @@ import search_spaces  # noqa: E402,F401  (registers the spaces)
 from nas.cli.build import build_searcher  # noqa: E402
 from nas.config import load_config  # noqa: E402
 from nas.experiment.rank_stats import kendall_tau_b  # noqa: E402
-from nas.layers.op_traits import ops_with  # noqa: E402
-from nas.spaces.genotype import load_genotype  # noqa: E402
+from nas.experiment.retrained import read_retrained  # noqa: E402
+from nas.utils.errors import UserError  # noqa: E402
 
 
 def permute_labels(searcher, seed: int = 0) -> None:
@@ -90,24 +90,14 @@ def window_snr(grads: torch.Tensor, window: int) -> torch.Tensor:
     return torch.stack(out) if out else torch.zeros(0, grads.shape[1])
 
 
-def supernet_tau(searcher, retrained: Path) -> dict:
-    """Kendall's tau-b between the supernet's val accuracy of each retrained cell and its retrained val accuracy."""
-    zero_ops = set(ops_with(searcher.space.op_traits(), zero=True))
-    rows, seen = [], set()
-    for cell in sorted(retrained.glob("*/genotype.yaml")):
-        finals = [json.loads(f.read_text()) for f in sorted(cell.parent.glob("retrain-seed*/final.json"))]
-        if not finals:
-            continue
-        space, genotype = load_genotype(cell)
-        name = space.format(genotype)
-        if name in seen:  # the same cell retrained in two places counts once
-            continue
-        seen.add(name)
-        _, supernet_acc = searcher.evaluate(searcher.data.val_eval, genotype)
-        rows.append({"cell": cell.parent.name, "supernet_val_acc": supernet_acc,
-                     "zero_free": not any(op in zero_ops for _, _, op in space.genotype_edges(genotype)),
-                     "retrained_val_acc": sum(f["val_acc"] for f in finals) / len(finals),
-                     "retrained_test_acc": sum(f["test_acc"] for f in finals) / len(finals)})
+def supernet_tau(searcher, retrained: list[dict]) -> dict:
+    """Kendall's tau-b between the supernet's val accuracy of each retrained cell (``read_retrained``'s rows)
+    and its retrained val accuracy."""
+    rows = []
+    for cell in retrained:
+        _, supernet_acc = searcher.evaluate(searcher.data.val_eval, cell["genotype"])
+        rows.append({"cell": Path(cell["where"]).name, "supernet_val_acc": supernet_acc, "zero_free": cell["zero_free"],
+                     "retrained_val_acc": cell["val_acc"], "retrained_test_acc": cell["test_acc"]})
 
     def tau(cells: list[dict], target: str) -> float | None:
         if len(cells) < 2:
@@ -131,6 +121,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = load_config(args.config, args.overrides + ["search.report=false", "search.eval_every=0"])
+    try:  # read before the searches, so a bad directory is said before minutes of work
+        retrained = read_retrained([args.retrained]) if args.retrained else None
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     result: dict = {"config": args.config, "overrides": args.overrides, "runs": {}}
     for name in ("real", "shuffled")[: 1 if args.no_shuffled else 2]:
         searcher, grads, seconds = record_search(cfg, shuffle=name == "shuffled")
@@ -145,8 +140,8 @@ def main(argv=None) -> int:
             run["snr"][g] = {"per_window_median_over_edges": [round(float(v), 4) for v in snr.median(1).values],
                              "per_edge_mean_over_windows": [round(float(v), 4) for v in snr.mean(0)],
                              "median": round(float(snr.median()), 4)}
-        if name == "real" and args.retrained:
-            run["ranking"] = supernet_tau(searcher, args.retrained)
+        if name == "real" and retrained is not None:
+            run["ranking"] = supernet_tau(searcher, retrained)
         result["runs"][name] = run
         print(f"{name}: {run['steps']} arch steps in {seconds:.0f}s; derived {run['final_genotype']}")
         for g, s in run["snr"].items():

@@ -65,3 +65,11 @@ def test_a_search_without_arch_steps_gets_the_ranking_and_a_cell_found_twice_cou
     run = json.loads((tmp_path / "d.json").read_text())["runs"]["real"]
     assert run["steps"] == 0 and run["snr"] == {}
     assert sorted(r["cell"] for r in run["ranking"]["cells"]) == sorted(CELLS)
+
+
+def test_a_bad_retrained_directory_is_one_line_before_any_search(diagnosis, tmp_path, capsys):
+    assert run_main(diagnosis, ["--out", str(tmp_path / "d.json"), "--retrained", str(tmp_path / "missing"),
+                                *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "is not a directory" in err and "\n" not in err
+    assert not (tmp_path / "d.json").exists()
