@@ -84,7 +84,7 @@ def parameter_count(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def synflow(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """``sum |theta * dR/dtheta|`` of a float64 copy with |theta|, ``R`` = sum of the outputs for ones (eval mode)."""
-    net = _copy(net).double().eval()
+    net = copy.deepcopy(net).double().eval()  # a proxy never changes the network it scores
     with torch.no_grad():
         for p in net.parameters():
             p.abs_()
@@ -113,7 +113,7 @@ def naswot(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _loss_gradients(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    net = _copy(net).train()
+    net = copy.deepcopy(net).train()
     out = net(x)
     F.cross_entropy(out[0] if isinstance(out, tuple) else out, y).backward()
     return [(p.detach(), p.grad) for p in net.parameters() if p.grad is not None]
@@ -127,10 +127,6 @@ def grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def snip(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """``sum |theta * dL/dtheta|``, L the cross-entropy of one batch."""
     return float(sum((p * g).abs().sum() for p, g in _loss_gradients(net, x, y)))
-
-
-def _copy(net: nn.Module) -> nn.Module:
-    return copy.deepcopy(net)  # a proxy never changes the network it scores
 
 
 ZERO_COST: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
