@@ -8,15 +8,8 @@ every cell found under ``--retrained DIR ...`` (``DIR/<cell>/genotype.yaml`` and
 and random-cell directories; a cell found in several places counts once, each
 retraining seed once) is scored by
 
-- ``params``: its parameter count;
-- ``synflow`` (Tanaka et al., NeurIPS 2020): ``sum |theta * dR/dtheta|`` with every
-  parameter made positive and ``R`` the sum of the outputs for an all-ones input, in
-  float64 and eval mode (data-free);
-- ``naswot`` (Mellor et al., ICML 2021): the log-determinant of the kernel of the ReLU
-  activation codes of one training batch, ``K[i, j]`` = number of units on which
-  images ``i`` and ``j`` agree;
-- ``grad_norm`` and ``snip`` (Abdelfattah et al., ICLR 2021): ``sum ||dL/dtheta||`` over
-  the parameter tensors and ``sum |theta * dL/dtheta|``, the cross-entropy of one batch;
+- the zero-cost proxies of ``nas/engine/zero_cost.py`` (``params``, ``synflow``,
+  ``naswot``, ``grad_norm``, ``snip``: definitions there);
 - ``short-E`` for each ``--short-epochs E``: the val accuracy after training the cell from
   scratch under ``--config`` for E epochs with ``train.val_split=--short-val-split``
   (the retraining's own loop, ``train_final.py``'s);
@@ -52,86 +45,25 @@ initialisations, a short training about that fraction of a retraining.
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import search_spaces  # noqa: E402,F401  (registers the spaces)
 from nas.cli.build import build_final_trainer, space_arguments  # noqa: E402
 from nas.config import load_config  # noqa: E402
+from nas.engine.zero_cost import DATA_FREE, ZERO_COST  # noqa: E402
 from nas.experiment.rank_stats import kendall_tau_b  # noqa: E402
 from nas.experiment.retrained import read_retrained  # noqa: E402
 from nas.layers.op_traits import ops_with  # noqa: E402
 from nas.utils.errors import UserError  # noqa: E402
-
-
-# ------------------------------------------------------------------ zero-cost proxies
-def parameter_count(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Number of parameters."""
-    return float(sum(p.numel() for p in net.parameters()))
-
-
-def synflow(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """``sum |theta * dR/dtheta|`` of a float64 copy with |theta|, ``R`` = sum of the outputs for ones (eval mode)."""
-    net = copy.deepcopy(net).double().eval()  # a proxy never changes the network it scores
-    with torch.no_grad():
-        for p in net.parameters():
-            p.abs_()
-    out = net(torch.ones(1, *x.shape[1:], dtype=torch.float64))  # [1, classes]
-    out.sum().backward()
-    return float(sum((p.detach() * p.grad).abs().sum() for p in net.parameters() if p.grad is not None))
-
-
-def naswot(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """log det of ``K = C C^T + (1 - C)(1 - C)^T`` over the binary ReLU codes ``C`` [batch, units] of one batch."""
-    kernel = torch.zeros(len(x), len(x), dtype=torch.float64)
-
-    def record(module, inputs, output):
-        codes = (output.detach().flatten(1) > 0).double()  # [batch, units of this ReLU]
-        kernel.add_(codes @ codes.t() + (1 - codes) @ (1 - codes).t())
-
-    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, nn.ReLU)]
-    try:
-        net.train()
-        with torch.no_grad():
-            net(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return float(torch.linalg.slogdet(kernel)[1])
-
-
-def _loss_gradients(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    net = copy.deepcopy(net).train()
-    out = net(x)
-    F.cross_entropy(out[0] if isinstance(out, tuple) else out, y).backward()
-    return [(p.detach(), p.grad) for p in net.parameters() if p.grad is not None]
-
-
-def grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """``sum over parameter tensors of ||dL/dtheta||``, L the cross-entropy of one batch."""
-    return float(sum(g.norm() for _, g in _loss_gradients(net, x, y)))
-
-
-def snip(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """``sum |theta * dL/dtheta|``, L the cross-entropy of one batch."""
-    return float(sum((p * g).abs().sum() for p, g in _loss_gradients(net, x, y)))
-
-
-ZERO_COST: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
-    "params": parameter_count, "synflow": synflow, "naswot": naswot, "grad_norm": grad_norm, "snip": snip}
-DATA_FREE = ("params", "synflow")  # the same for every initialisation up to the weights' signs and scale: one
 
 
 def zero_cost_scores(rows: list[dict], cfg, init_seeds: int, proxies: tuple[str, ...] = tuple(ZERO_COST),
