@@ -80,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
                 f"({len(ls['moves'])} moves, {ls['evaluations']} cells evaluated, supernet val "
                 f"{ls['start_val_acc']:.2f}% -> {ls['val_acc']:.2f}%); the logits derive {final['logits_genotype']} "
                 "(the settling below is the logits')")
+        elif "proxy_top" in final:  # search.select=proxy_top
+            pt = final["proxy_top"]
+            say(f"selected by the supernet among the {len(pt['judged'])} of {pt['pool']} cells {pt['proxy']} ranks "
+                f"highest (its #{pt['proxy_rank']}, supernet val {pt['val_acc']:.2f}%); the logits derive "
+                f"{final['logits_genotype']} (the settling below is the logits')")
         elif "logits_genotype" in final:  # search.select=op_marginals
             say(f"selected by op marginals on the supernet; the logits derive {final['logits_genotype']} "
                 "(the settling below is the logits')")

@@ -22,7 +22,7 @@ from .utils.errors import UserError
 from .sampling.gumbel import TAU_SCHEDULES
 from .sampling.estimators import ESTIMATORS, STRAIGHT_THROUGH
 from .layers.gates import GATE_RULES
-from .utils.limits import (MAX_ARCH_SAMPLES, MAX_SELECT_SAMPLES, MAX_SELECT_SWEEPS, MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_GUMBEL_RAO_SAMPLES, MAX_IMAGE_SIZE, MAX_SEED,
+from .utils.limits import (MAX_ARCH_SAMPLES, MAX_SELECT_POOL, MAX_SELECT_SAMPLES, MAX_SELECT_SWEEPS, MAX_BATCH, MAX_CELLS, MAX_CHANNELS, MAX_GUMBEL_RAO_SAMPLES, MAX_IMAGE_SIZE, MAX_SEED,
                            MAX_SYNTHETIC, MAX_SYNTHETIC_BYTES)
 from .utils.yamlio import YAMLRefused, brief, flatten, load_yaml, read_user_yaml
 
@@ -111,12 +111,17 @@ class SearchConfig:
     sample_excluded: bool = True  # False: ops never derived (model.exclude_zero, derive_exclude) are never sampled
     select: str = "logits"        # the final cell: logits (derive them) | op_marginals (supernet accuracy per op)
                                   # | local_search (op_marginals' cell, then coordinate ascent on whole cells)
+                                  # | proxy_top (the supernet's best of the cells a zero-cost proxy ranks highest)
     select_samples: int = 6       # op_marginals, local_search: architectures drawn per (edge, op)
     select_sweeps: int = 2        # local_search: passes over the edges at most
+    select_proxy: str = "synflow" # proxy_top: the data-free zero-cost proxy (synflow | params; nas/engine/zero_cost.py)
+    select_pool: int = 4096       # proxy_top: cells it scores (every derivable cell when there are at most this many)
+    select_top: int = 64          # proxy_top: of those, the proxy's best that the supernet judges
     nb201_benchmark: str = ""     # NATS-Bench topology file/dir: look up each epoch's derived cell (nb201; "": off)
 
 
-SELECTIONS = ("logits", "op_marginals", "local_search")  # search.select: how the final cell is chosen (nas/engine/selection.py)
+SELECTIONS = ("logits", "op_marginals", "local_search", "proxy_top")  # search.select: how the final cell is chosen (nas/engine/selection.py)
+SELECT_PROXIES = ("synflow", "params")  # search.select_proxy: data-free proxies (nas/engine/zero_cost.py DATA_FREE)
 SHRINK_MEASURES = ("logits", "op_marginals")  # search.shrink_by: which op an edge drops (nas/sampling/shrinking.py)
 
 
@@ -311,6 +316,10 @@ def _check(cfg: Config) -> None:
     need(s.select in SELECTIONS, "search.select", f"must be one of {', '.join(SELECTIONS)}, got {brief(s.select)}")
     in_range(s.select_samples, 1, MAX_SELECT_SAMPLES, "search.select_samples")
     in_range(s.select_sweeps, 1, MAX_SELECT_SWEEPS, "search.select_sweeps")
+    need(s.select_proxy in SELECT_PROXIES, "search.select_proxy",
+         f"must be one of {', '.join(SELECT_PROXIES)}, got {brief(s.select_proxy)}")
+    in_range(s.select_pool, 1, MAX_SELECT_POOL, "search.select_pool")
+    in_range(s.select_top, 1, MAX_SELECT_POOL, "search.select_top")
     need(s.select == "logits" or s.shrink_every == 0 or s.shrink_to > 1, "search.select",
          f"{s.select} compares the ops an edge still holds at the end, but search.shrink_to={s.shrink_to} leaves one; "
          "set search.shrink_every=0 or search.shrink_to=2 or more")

@@ -106,7 +106,7 @@ def test_a_finished_selection_survives_a_resume_and_an_extended_run_selects_agai
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["search.select=best"], "'search.select' must be one of logits, op_marginals, local_search, got 'best'"),
+    (["search.select=best"], "'search.select' must be one of logits, op_marginals, local_search, proxy_top, got 'best'"),
     (["search.select=op_marginals", "search.select_samples=0"], "search.select_samples"),
     (["search.select=op_marginals", "search.shrink_every=1"], "set search.shrink_every=0 or search.shrink_to=2"),
 ])

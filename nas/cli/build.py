@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -141,10 +142,16 @@ def build_searcher(cfg: Config, out_dir: str | Path | None = None, log=print) ->
     supernet = space.build_supernet(mode=cfg.model.mode, num_classes=data.num_classes, in_channels=data.in_channels,
                                     **space_arguments(cfg, space, image_size=data.image_size)).to(device)
     cost = CostObjective.from_config(cfg.cost, supernet, (data.in_channels, data.image_size, data.image_size))
+    build_network = None
+    if cfg.search.select == "proxy_top":  # its zero-cost proxy scores each cell's stand-alone network
+        network_arguments = space_arguments(cfg, space, network=True, image_size=data.image_size)
+        build_network = partial(space.build_network, num_classes=data.num_classes, in_channels=data.in_channels,
+                                **network_arguments)
+
     searcher = Searcher(supernet, space, data, cfg.search, seed=cfg.seed, out_dir=out_dir, log=log,
                         derivation=cfg.model.derivation, max_skip=cfg.model.max_skip,
                         max_parameter_free=cfg.model.max_parameter_free, dist=ctx, cost=cost,
-                        derive_exclude=exclude)
+                        derive_exclude=exclude, build_network=build_network)
     searcher.run_config = cfg.to_dict()  # checkpoints record it; resuming under another config is refused
     return searcher
 

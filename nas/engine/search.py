@@ -38,9 +38,10 @@ from .loop import EpochLoop, cosine_scheduler
 from ..sampling.sdarts import epsilon_at
 from ..spaces.space import SearchSpace
 from ..layers.supernet import Supernet
-from . import selection, settling
+from . import selection, settling, zero_cost
 from ..sampling import shrinking
 
+PROXY_INIT_SEED = 0  # search.select=proxy_top scores each cell's network at this initialisation
 _SUMS = ("loss", "correct", "arch_loss", "arch_correct")
 
 
@@ -70,6 +71,8 @@ class Searcher(EpochLoop):
         derive_exclude: Op names never derived (e.g. ``["none"]``).
         dist: This process's place in a multi-process run (None: a single process).
         cost: A cost-aware objective added to the architecture's loss (None: plain cross-entropy).
+        build_network: Builds the stand-alone network of a genotype, for ``search.select=proxy_top``'s
+            zero-cost proxy (``nas.cli.build.build_searcher`` passes the space's, with the search's settings).
     """
 
     checkpoint_key = "arch_optimizer"
@@ -84,11 +87,15 @@ class Searcher(EpochLoop):
                  settings: SearchConfig | None = None, seed: int = 0, out_dir: str | Path | None = None,
                  log: Callable[[str], None] = print, derivation: str | None = None,
                  max_skip: int = -1, max_parameter_free: int = -1, dist: DistContext | None = None,
-                 cost: CostObjective | None = None, derive_exclude: Sequence[str] = ()):
+                 cost: CostObjective | None = None, derive_exclude: Sequence[str] = (),
+                 build_network: Callable[[Any], nn.Module] | None = None):
         self.s = settings or SearchConfig()
         super().__init__(self.s.epochs, self.s.checkpoint_every, out_dir, log, dist)
         self.supernet, self.space, self.data = supernet, space, data
         self.cost = cost
+        self.build_network = build_network
+        if self.s.select == "proxy_top" and build_network is None:
+            raise ValueError("search.select=proxy_top needs build_network (the stand-alone network of a genotype)")
         self.max_skip, self.max_parameter_free = max_skip, max_parameter_free
         self.derive_exclude = tuple(derive_exclude)
         if self.dist.enabled:
@@ -111,7 +118,7 @@ class Searcher(EpochLoop):
                           if n.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")]
         supernet.architecture.seed(seed)
         self.seed = seed
-        self._selected = None  # the genotype search.select (op_marginals, local_search) chose at the end (None: logits)
+        self._selected = None  # the genotype search.select (op_marginals, local_search, proxy_top) chose (None: logits)
         # The logit gradient of each gdas sample (nas.sampling.estimators); every sample draws it, the weight
         # step's too (its extra gumbel_rao draws cost a few hundred random numbers), so the draws do not
         # depend on which sample trains the logits.
@@ -250,8 +257,8 @@ class Searcher(EpochLoop):
         return loss.detach(), correct, ok, self._step_unless_skipped([self.weight_opt, self.arch_opt], ok)
 
     def exported_genotype(self, probabilities: dict[str, torch.Tensor] | None = None):
-        """The genotype ``genotype.yaml`` gets now: the supernet's selection once a ``search.select=op_marginals|local_search``
-        search has finished, else the derivation of the current logits (``logits_genotype``)."""
+        """The genotype ``genotype.yaml`` gets now: the supernet's selection once a ``search.select`` other than
+        ``logits`` has finished, else the derivation of the current logits (``logits_genotype``)."""
         return self._selected if self._selected is not None else self.logits_genotype(probabilities)
 
     def logits_genotype(self, probabilities: dict[str, torch.Tensor] | None = None):
@@ -275,6 +282,32 @@ class Searcher(EpochLoop):
             selection.candidate_columns(arch, self._never_derived()), arch.op_names, self.s.select_sweeps)
         self._selected = genotype
         return {"start": self.space.format(self.derive(scores)), **record}
+
+    def select_by_proxy_top(self) -> dict:
+        """The supernet's most accurate of the ``search.select_top`` cells the zero-cost proxy
+        ``search.select_proxy`` ranks highest among ``search.select_pool`` (``nas.engine.selection.proxy_top``);
+        makes it the exported genotype, returns its record."""
+        s, arch = self.s, self.supernet.architecture
+        columns = selection.candidate_columns(arch, self._never_derived())
+        shapes = {group: tuple(t.shape) for group, t in arch.logits.items()}
+        cells = selection.candidate_cells(self.derive, self.space.genotype_edges, columns, shapes,
+                                          s.select_pool, self.seed)
+        genotype, judged = selection.proxy_top(lambda g: self.evaluate(self.data.val_eval, g)[1],
+                                               self._proxy_score, cells, s.select_top)
+        self._selected = genotype
+        return {"proxy": s.select_proxy, "pool": len(cells), "val_acc": max(j["val_acc"] for j in judged),
+                "proxy_rank": next(k for k, j in enumerate(judged) if j["genotype"] is genotype) + 1,
+                "judged": [{"genotype": self.space.format(j["genotype"]), "proxy": j["proxy"],
+                            "val_acc": round(j["val_acc"], 4)} for j in judged]}
+
+    def _proxy_score(self, genotype: Any) -> float:
+        """``search.select_proxy`` of the genotype's stand-alone network at a fixed initialisation (CPU)."""
+        with torch.random.fork_rng(devices=[]):  # the training's random streams are untouched
+            torch.manual_seed(PROXY_INIT_SEED)
+            network = self.build_network(genotype)
+        shape = (1, self.data.in_channels, self.data.image_size, self.data.image_size)
+        return zero_cost.ZERO_COST[self.s.select_proxy](network, torch.zeros(shape), torch.zeros(1, dtype=torch.long),
+                                                        keep=False)  # built to be scored: no copy
 
     def op_marginal_table(self, seed: int) -> dict:
         """Mean marginal accuracy on the val split of every derivable candidate op of every edge
@@ -452,7 +485,10 @@ class Searcher(EpochLoop):
         genotype = logits_genotype = self.logits_genotype(probs)
         if s.select != "logits" and epoch + 1 == s.epochs:  # the final choice: by the supernet's accuracy
             started = time.perf_counter()
-            metrics["op_marginals"] = self.select_by_op_marginals()
+            if s.select == "proxy_top":
+                metrics["proxy_top"] = self.select_by_proxy_top()
+            else:
+                metrics["op_marginals"] = self.select_by_op_marginals()
             if s.select == "local_search":
                 metrics["local_search"] = self.select_by_local_search(metrics["op_marginals"])
             metrics["selection_time"] = time.perf_counter() - started  # not in epoch_time, which is training
@@ -515,6 +551,11 @@ class Searcher(EpochLoop):
             line += (f"  (selected by local search on the supernet from the op-marginal cell {ls['start']}: "
                      f"{len(ls['moves'])} moves, val {ls['start_val_acc']:.2f} -> {ls['val_acc']:.2f}%; "
                      f"the logits derive {m['logits_genotype']})")
+        elif "proxy_top" in m:  # search.select=proxy_top chose the cell above
+            pt = m["proxy_top"]
+            line += (f"  (selected by the supernet among the {len(pt['judged'])} of {pt['pool']} cells {pt['proxy']} "
+                     f"ranks highest: its #{pt['proxy_rank']}, val {pt['val_acc']:.2f}%; "
+                     f"the logits derive {m['logits_genotype']})")
         elif "logits_genotype" in m:  # search.select=op_marginals chose the cell above
             line += f"  (selected by op marginals; the logits derive {m['logits_genotype']})"
         return line
@@ -529,7 +570,8 @@ class Searcher(EpochLoop):
     def genotype_record(self) -> dict:
         """The current derived genotype with probabilities, as written to ``genotype.yaml``."""
         probs = self.supernet.architecture.probabilities()
-        by = "local_search" if self.history and "local_search" in self.history[-1] else "op_marginals"
+        last = self.history[-1] if self.history else {}
+        by = next((k for k in ("local_search", "proxy_top") if k in last), "op_marginals")
         selected = {"selected_by": by} if self._selected is not None else {}
         return genotype_record(self.space, self.exported_genotype(probs), probs,
                                mode=self.supernet.mode, derivation=self.derivation or self.space.derivation_rules[0],
@@ -572,7 +614,7 @@ class Searcher(EpochLoop):
         # a finished selection is kept; a run extended past it selects again at its new end
         last = self.history[-1] if self.history else {}
         self._selected = None
-        if "local_search" in last and last["epoch"] == self.s.epochs:
+        if ("local_search" in last or "proxy_top" in last) and last["epoch"] == self.s.epochs:
             self._selected = self.space.parse(last["genotype"])
         elif "op_marginals" in last and last["epoch"] == self.s.epochs:
             self._selected = self.derive(selection.marginal_scores(last["op_marginals"], self.supernet.architecture))

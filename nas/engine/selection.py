@@ -28,9 +28,22 @@ that moves nothing (coordinate ascent; the local search that White et al.,
 UAI 2021, found strong on NAS benchmarks, here on the supernet's accuracy).
 Cost: at most ``sweeps x sum over kept edges of (candidates - 1)`` more
 evaluations, every cell evaluated once.
+
+``search.select=proxy_top`` uses two judges whose errors differ. A data-free
+zero-cost proxy (``nas.engine.zero_cost``; synflow by default) ranks untrained
+networks well overall but prefers the most convolutions outright; the trained
+supernet ranks cells with a bias towards parameter-free ops, which train fastest
+on shared weights (``docs/search_quality.md``). The proxy scores every derivable
+cell (``candidate_cells``: all of them when there are at most
+``search.select_pool``, else that many drawn), and the supernet's val accuracy
+chooses among the ``search.select_top`` it ranks highest (``proxy_top``).
+Cost: ``pool`` proxy scores (tens of ms each for a small network on the CPU)
+and ``top`` evaluations of the val split.
 """
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any, Callable, Iterable
 
 import torch
@@ -184,3 +197,67 @@ def local_search(evaluate: Callable[[Any], float], derive: Callable[[dict[str, t
     record["val_acc"] = accuracy(current)
     record["evaluations"] = len(seen)
     return current, record
+
+
+def candidate_cells(derive: Callable[[dict[str, torch.Tensor]], Any], edges_of: Callable[[Any], list],
+                    columns: dict[str, list[list[int]]], shapes: dict[str, tuple[int, int]], limit: int,
+                    seed: int = 0) -> list[Any]:
+    """Distinct cells the search can export: every one when at most ``limit`` combinations exist, else draws.
+
+    With at most ``limit`` combinations of one candidate op per edge, each combination is derived from
+    one-hot scores (NAS-Bench-201: every cell). Otherwise ``limit`` score tables are drawn uniformly over the
+    candidates and derived, so the space's rule still decides which edges a cell keeps (DARTS: the top-2
+    inputs per node); duplicates are dropped. Order: enumeration or draw order.
+
+    Args:
+        derive: The search's derivation of a genotype from scores (rule, exclusions, caps).
+        edges_of: ``space.genotype_edges``, which identifies a cell.
+        columns: ``candidate_columns``: the op columns each edge may take.
+        shapes: group -> ``(edges, ops)`` of its score table.
+        limit: Combinations enumerated at most, or draws made.
+        seed: Seeds the draws (a dedicated generator: the training's random streams are untouched).
+    """
+    per_edge = [(group, row, cols) for group, rows in columns.items() for row, cols in enumerate(rows) if cols]
+    combinations = math.prod(len(cols) for _, _, cols in per_edge)
+    tables = []
+    if combinations <= limit:
+        for choice in itertools.product(*(cols for _, _, cols in per_edge)):
+            scores = {group: torch.full(shape, -1.0) for group, shape in shapes.items()}
+            for (group, row, _), column in zip(per_edge, choice):
+                scores[group][row, column] = 1.0
+            tables.append(scores)
+    else:
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(limit):
+            scores = {group: torch.full(shape, -1.0) for group, shape in shapes.items()}
+            for group, row, cols in per_edge:
+                scores[group][row, cols] = torch.rand(len(cols), generator=g)
+            tables.append(scores)
+    cells, seen = [], set()
+    for scores in tables:
+        genotype = derive(scores)
+        key = tuple(edges_of(genotype))
+        if key not in seen:
+            seen.add(key)
+            cells.append(genotype)
+    return cells
+
+
+def proxy_top(evaluate: Callable[[Any], float], proxy: Callable[[Any], float], cells: list[Any],
+              top: int) -> tuple[Any, list[dict]]:
+    """The supernet's most accurate of the ``top`` cells a zero-cost proxy ranks highest.
+
+    Args:
+        evaluate: Val accuracy (%) of a genotype on the supernet.
+        proxy: Zero-cost score of a genotype's network (higher: predicted better).
+        cells: The candidates (``candidate_cells``).
+        top: How many of the proxy's best the supernet judges.
+
+    Returns:
+        The chosen genotype and, for each judged cell in the proxy's order, ``{"genotype", "proxy",
+        "val_acc"}`` (genotype objects; the caller formats them). Ties in either judge keep the earlier cell.
+    """
+    scored = sorted(((proxy(c), i, c) for i, c in enumerate(cells)), key=lambda t: (-t[0], t[1]))
+    judged = [{"genotype": c, "proxy": score, "val_acc": float(evaluate(c))} for score, _, c in scored[:top]]
+    best = max(range(len(judged)), key=lambda k: (judged[k]["val_acc"], -k))
+    return judged[best]["genotype"], judged

@@ -12,4 +12,5 @@ MAX_CELLS = 64                  # model.N
 MAX_GUMBEL_RAO_SAMPLES = 1000   # search.gumbel_rao_samples: K noise vectors of the logits' size per sample
 MAX_SELECT_SAMPLES = 256        # search.select_samples: val-split evaluations per (edge, op) at the end of a search
 MAX_SELECT_SWEEPS = 100         # search.select_sweeps: passes of the local search over the edges
+MAX_SELECT_POOL = 1_000_000     # search.select_pool / select_top: cells a proxy_top selection scores
 MAX_ARCH_SAMPLES = 64           # search.arch_samples: forward and backward passes of the supernet per arch step
