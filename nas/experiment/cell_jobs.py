@@ -94,7 +94,7 @@ def _search(cfg: Config, out: Path) -> tuple[dict, bool]:
         final = searcher.run()
     summary = {"seed": cfg.seed, "genotype": final["genotype"], "val_acc": final.get("val_acc"),
                "epochs": cfg.search.epochs,
-               # training, plus the final selection under search.select=op_marginals|local_search
+               # training, plus the final selection under a search.select other than logits
                "search_time": sum(m["epoch_time"] + m.get("selection_time", 0.0) for m in searcher.history)}
     atomic_write(out / SEARCH_DONE, lambda f: f.write(json.dumps(summary, indent=2) + "\n"), mode="w")
     return summary, False
