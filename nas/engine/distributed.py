@@ -14,6 +14,7 @@ ops, the set of gradients to average is the same on every rank.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 from dataclasses import dataclass
@@ -56,7 +57,15 @@ def init_distributed(device: str = "auto") -> DistContext:
         if use_cuda:
             torch.cuda.set_device(ctx.local_rank)
         dist.init_process_group("nccl" if use_cuda else "gloo")
+        # Tear the group down before the interpreter does: left to exit, a gloo rank's threads can be destroyed
+        # while still joinable, which aborts the process (SIGABRT) after its work is done.
+        atexit.register(_destroy_process_group)
     return ctx
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def average_gradients(params: list[torch.nn.Parameter], world_size: int,
